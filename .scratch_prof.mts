@@ -1,0 +1,31 @@
+import * as tf from '@tensorflow/tfjs';
+import { initBackend } from './src/backend.js';
+import { resolveTransformerOptions, TransformerModel } from './models/transformer.js';
+import { labelSmoothedCrossEntropy } from './criterions/label_smoothed_cross_entropy.js';
+await initBackend({ backend: 'wasm' });
+const V = 24, B = 4, T = 7;
+const dict = { size: V, padIndex: 1, eosIndex: 2, bosIndex: 0 };
+const model = new TransformerModel(resolveTransformerOptions('transformer_tiny', {}), { src: dict, tgt: dict }, 1);
+const rnd = () => tf.tensor2d(Array.from({ length: B * T }, (_, i) => 4 + ((i * 7919) % (V - 4))), [B, T], 'int32');
+const src = rnd(), prev = rnd(), tgt = rnd();
+const opt = tf.train.adam(1e-4);
+const stepFn = () => opt.minimize(() => tf.div(labelSmoothedCrossEntropy(model.forward(src, prev, true), tgt, { labelSmoothing: 0.1, sentenceAvg: false }, 1, B * T).loss, B * T) as tf.Scalar, false, model.params.trainableVariables());
+for (let i = 0; i < 3; i++) stepFn();
+let t0 = performance.now();
+for (let i = 0; i < 5; i++) stepFn();
+console.log('avg step ms', (performance.now() - t0) / 5);
+t0 = performance.now();
+for (let i = 0; i < 5; i++) tf.tidy(() => model.forward(src, prev, true));
+console.log('avg fwd ms', (performance.now() - t0) / 5);
+const info = await tf.profile(() => { stepFn(); });
+const by = new Map<string, [number, number]>();
+for (const k of info.kernels) { const e = by.get(k.name) ?? [0, 0]; e[0] += Number(k.kernelTimeMs); e[1]++; by.set(k.name, e); }
+console.log('kernels', info.kernels.length);
+console.log([...by].sort((a, b) => b[1][0] - a[1][0]).slice(0, 15).map(([n, [t, c]]) => `${n} ${t.toFixed(1)}ms x${c}`).join('\n'));
+t0 = performance.now();
+for (let i = 0; i < 5; i++) { const g = tf.variableGrads(() => tf.div(labelSmoothedCrossEntropy(model.forward(src, prev, true), tgt, { labelSmoothing: 0.1, sentenceAvg: false }, 1, B * T).loss, B * T) as tf.Scalar, model.params.trainableVariables()); tf.dispose(g.value); tf.dispose(Object.values(g.grads)); }
+console.log('avg fwd+bwd ms', (performance.now() - t0) / 5);
+const info2 = await tf.profile(() => { const g = tf.variableGrads(() => tf.div(labelSmoothedCrossEntropy(model.forward(src, prev, true), tgt, { labelSmoothing: 0.1, sentenceAvg: false }, 1, B * T).loss, B * T) as tf.Scalar, model.params.trainableVariables()); tf.dispose(g.value); tf.dispose(Object.values(g.grads)); });
+console.log('fwd+bwd kernels', info2.kernels.length);
+const info3 = await tf.profile(() => { tf.tidy(() => model.forward(src, prev, true)); });
+console.log('fwd kernels', info3.kernels.length);

@@ -1,0 +1,283 @@
+/**
+ * difformer-preprocess: raw parallel text -> data-bin, as fairseq-preprocess (fairseq_cli/
+ * preprocess.py, v0.10.2), plus SentencePiece learning/encoding. Pipeline:
+ *   1. read and check every split (line counts, UTF-8, empty corpus, blank lines)
+ *   2. learn (--spm-vocab-size) or load (--spm-model) a SentencePiece model; encode all splits
+ *   3. build or load dictionaries (joined or per language; threshold, nwords, padding to 8)
+ *   4. binarize each split and language to .bin/.idx; write preprocess.log
+ * Everything is written into a temporary folder inside --destdir and renamed into place at the
+ * end, so an interrupted run leaves no half data-bin.
+ */
+import { accessSync, appendFileSync, constants, copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Dictionary } from '../data/dictionary.js';
+import { IndexedDatasetBuilder } from '../data/indexed_dataset.js';
+import { readParallel, readTextFile, type Corpus } from '../data/text.js';
+import { DifformerError } from '../errors.js';
+import { getLogger } from '../log.js';
+import {
+  boolFlag,
+  choiceFlag,
+  intFlag,
+  optionalStringFlag,
+  stringFlag,
+  type OptionTable,
+} from '../options.js';
+import { createProgress } from '../progress.js';
+
+export interface PreprocessOptions {
+  sourceLang: string | undefined;
+  targetLang: string | undefined;
+  trainpref: string | undefined;
+  validpref: string | undefined;
+  testpref: string | undefined;
+  destdir: string;
+  joinedDictionary: boolean;
+  srcdict: string | undefined;
+  tgtdict: string | undefined;
+  nwordssrc: number;
+  nwordstgt: number;
+  thresholdsrc: number;
+  thresholdtgt: number;
+  paddingFactor: number;
+  workers: number;
+  spmVocabSize: number;
+  spmModelType: 'bpe' | 'unigram';
+  spmModel: string | undefined;
+}
+
+export const preprocessDefaults: Readonly<PreprocessOptions> = Object.freeze({
+  sourceLang: undefined,
+  targetLang: undefined,
+  trainpref: undefined,
+  validpref: undefined,
+  testpref: undefined,
+  destdir: 'data-bin',
+  joinedDictionary: false,
+  srcdict: undefined,
+  tgtdict: undefined,
+  nwordssrc: -1,
+  nwordstgt: -1,
+  thresholdsrc: 0,
+  thresholdtgt: 0,
+  paddingFactor: 8,
+  workers: 1,
+  spmVocabSize: 0,
+  spmModelType: 'bpe',
+  spmModel: undefined,
+});
+
+export const preprocessOptionTable: OptionTable<PreprocessOptions> = {
+  sourceLang: { ...optionalStringFlag('--source-lang', 'source language (file suffix)', 'SRC'), short: '-s' },
+  targetLang: { ...optionalStringFlag('--target-lang', 'target language (file suffix)', 'TGT'), short: '-t' },
+  trainpref: optionalStringFlag('--trainpref', 'train file prefix: reads PREFIX.SRC and PREFIX.TGT (or .gz)', 'FP'),
+  validpref: optionalStringFlag('--validpref', 'comma separated valid file prefixes', 'FP'),
+  testpref: optionalStringFlag('--testpref', 'comma separated test file prefixes', 'FP'),
+  destdir: stringFlag('--destdir', 'destination dir', 'DIR'),
+  joinedDictionary: boolFlag('--joined-dictionary', 'generate one joined dictionary for both languages'),
+  srcdict: optionalStringFlag('--srcdict', 'reuse given source dictionary', 'FP'),
+  tgtdict: optionalStringFlag('--tgtdict', 'reuse given target dictionary', 'FP'),
+  nwordssrc: intFlag('--nwordssrc', 'number of source words to retain (-1 = all)'),
+  nwordstgt: intFlag('--nwordstgt', 'number of target words to retain (-1 = all)'),
+  thresholdsrc: intFlag('--thresholdsrc', 'map words appearing less than N times to <unk>'),
+  thresholdtgt: intFlag('--thresholdtgt', 'map words appearing less than N times to <unk>'),
+  paddingFactor: intFlag('--padding-factor', 'pad dictionary size to a multiple of N'),
+  workers: intFlag('--workers', 'number of parallel workers for encoding'),
+  spmVocabSize: intFlag('--spm-vocab-size', 'learn a SentencePiece model of this size on the training data (0 = input is already tokenized)'),
+  spmModelType: choiceFlag('--spm-model-type', 'SentencePiece model type', ['bpe', 'unigram'] as const),
+  spmModel: optionalStringFlag('--spm-model', 'encode with this existing SentencePiece model instead of learning one', 'FILE'),
+};
+
+interface Split {
+  name: string; // train, valid, valid1, test, ...
+  prefix: string;
+  src: Corpus;
+  tgt: Corpus;
+}
+
+export interface PreprocessResult {
+  destdir: string;
+  dictSizes: { src: number; tgt: number };
+  splits: { name: string; sentences: number; blank: number; tokens: { src: number; tgt: number }; unk: { src: number; tgt: number } }[];
+  seconds: number;
+}
+
+function splitPrefixes(kind: 'valid' | 'test', prefs: string | undefined): { name: string; prefix: string }[] {
+  if (!prefs) return [];
+  return prefs
+    .split(',')
+    .filter((p) => p.length > 0)
+    .map((prefix, i) => ({ name: i === 0 ? kind : `${kind}${i}`, prefix }));
+}
+
+function checkWritable(destdir: string): void {
+  try {
+    mkdirSync(destdir, { recursive: true });
+    accessSync(destdir, constants.W_OK);
+  } catch (e) {
+    throw new DifformerError('DIFFORMER_NOT_WRITABLE', `--destdir ${destdir} is not writable: ${(e as Error).message}`);
+  }
+}
+
+function loadDict(path: string): Dictionary {
+  return Dictionary.fromText(readTextFile(path), path);
+}
+
+function buildDict(corpora: Corpus[][], threshold: number, nwords: number, paddingFactor: number): Dictionary {
+  const d = new Dictionary();
+  for (const group of corpora) for (const c of group) for (const line of c.lines) d.addLine(line);
+  d.finalize(threshold, nwords, paddingFactor);
+  return d;
+}
+
+export async function runPreprocess(opts: PreprocessOptions): Promise<PreprocessResult> {
+  const log = getLogger();
+  const t0 = Date.now();
+  const src = opts.sourceLang;
+  const tgt = opts.targetLang;
+  if (!src || !tgt) throw new DifformerError('DIFFORMER_BAD_OPTION', 'both --source-lang and --target-lang are required');
+  if (!opts.trainpref && !opts.srcdict) {
+    throw new DifformerError('DIFFORMER_BAD_OPTION', '--trainpref is required unless --srcdict (and --tgtdict) are given');
+  }
+  if (opts.spmVocabSize > 0 && opts.spmModel) {
+    throw new DifformerError('DIFFORMER_BAD_OPTION', 'give either --spm-vocab-size (learn a model) or --spm-model (reuse one), not both');
+  }
+  if (opts.spmVocabSize > 0 && !opts.trainpref) {
+    throw new DifformerError('DIFFORMER_BAD_OPTION', '--spm-vocab-size needs --trainpref to learn from');
+  }
+  checkWritable(opts.destdir);
+  for (const lang of [src, tgt]) {
+    const dictPath = join(opts.destdir, `dict.${lang}.txt`);
+    const reused = lang === src ? opts.srcdict : opts.tgtdict ?? (opts.joinedDictionary ? opts.srcdict : undefined);
+    if (existsSync(dictPath) && !reused) {
+      throw new DifformerError(
+        'DIFFORMER_NOT_WRITABLE',
+        `${dictPath} already exists: remove it (or the whole --destdir), or reuse it with --srcdict/--tgtdict`,
+      );
+    }
+  }
+
+  // 1. read and check every split
+  const wanted = [
+    ...(opts.trainpref ? [{ name: 'train', prefix: opts.trainpref }] : []),
+    ...splitPrefixes('valid', opts.validpref),
+    ...splitPrefixes('test', opts.testpref),
+  ];
+  const splits: Split[] = wanted.map(({ name, prefix }) => {
+    const { src: s, tgt: t } = readParallel(`${prefix}.${src}`, `${prefix}.${tgt}`);
+    const blank = s.lines.filter((l, i) => l.trim() === '' || t.lines[i]!.trim() === '').length;
+    if (blank === s.lines.length) throw new DifformerError('DIFFORMER_EMPTY_CORPUS', `empty corpus: every line of ${s.path} / ${t.path} is blank`);
+    if (blank > 0) log.warn({ split: name, blank }, `${name}: ${blank} blank line pairs kept as empty sequences (training skips them; line ids stay aligned)`);
+    return { name, prefix, src: s, tgt: t };
+  });
+
+  const tmp = join(opts.destdir, `.preprocess-tmp-${process.pid}`);
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  const cleanup = () => rmSync(tmp, { recursive: true, force: true });
+  process.once('SIGINT', () => {
+    cleanup();
+    process.exit(130);
+  });
+  try {
+    // 2. SentencePiece: learn or load, then encode every split
+    if (opts.spmVocabSize > 0 || opts.spmModel) {
+      const { trainSentencePiece, SentencePieceModel } = await import('../data/spm.js');
+      const modelPath = join(tmp, 'spm.model');
+      if (opts.spmModel) {
+        if (!existsSync(opts.spmModel)) throw new DifformerError('DIFFORMER_FILE_NOT_FOUND', `--spm-model ${opts.spmModel}: file not found`);
+        copyFileSync(opts.spmModel, modelPath);
+      } else {
+        const train = splits.find((s) => s.name === 'train')!;
+        const inputs = [...train.src.lines, ...train.tgt.lines].filter((l) => l.trim() !== '');
+        const bar = createProgress('learn spm', 100);
+        const res = await trainSentencePiece({
+          inputs,
+          vocabSize: opts.spmVocabSize,
+          modelType: opts.spmModelType,
+          outputPath: modelPath,
+          seed: 1,
+          onProgress: (done: number, total: number) => bar.update(Math.round((100 * done) / Math.max(1, total))),
+        });
+        bar.stop();
+        log.info({ engine: res.engine, seconds: res.seconds, vocabSize: opts.spmVocabSize, type: opts.spmModelType }, `learned SentencePiece model (${res.engine})`);
+      }
+      const spm = await SentencePieceModel.load(modelPath);
+      for (const split of splits) {
+        for (const corpus of [split.src, split.tgt]) {
+          const bar = createProgress(`encode ${split.name}.${corpus === split.src ? src : tgt}`, corpus.lines.length);
+          corpus.lines = corpus.lines.map((l, i) => {
+            if ((i & 1023) === 0) bar.update(i);
+            return spm.encodePieces(l).join(' ');
+          });
+          bar.stop();
+        }
+      }
+    }
+
+    // 3. dictionaries
+    const train = splits.find((s) => s.name === 'train');
+    let srcDict: Dictionary;
+    let tgtDict: Dictionary;
+    if (opts.joinedDictionary) {
+      if (opts.srcdict && opts.tgtdict && opts.srcdict !== opts.tgtdict) {
+        throw new DifformerError('DIFFORMER_BAD_OPTION', 'cannot use both --srcdict and --tgtdict with --joined-dictionary');
+      }
+      const given = opts.srcdict ?? opts.tgtdict;
+      srcDict = given ? loadDict(given) : buildDict([[train!.src, train!.tgt]], opts.thresholdsrc, opts.nwordssrc, opts.paddingFactor);
+      tgtDict = srcDict;
+    } else {
+      srcDict = opts.srcdict ? loadDict(opts.srcdict) : buildDict([[train!.src]], opts.thresholdsrc, opts.nwordssrc, opts.paddingFactor);
+      if (!opts.tgtdict && !train) throw new DifformerError('DIFFORMER_BAD_OPTION', '--tgtdict is required without --trainpref');
+      tgtDict = opts.tgtdict ? loadDict(opts.tgtdict) : buildDict([[train!.tgt]], opts.thresholdtgt, opts.nwordstgt, opts.paddingFactor);
+    }
+    writeFileSync(join(tmp, `dict.${src}.txt`), srcDict.toText());
+    writeFileSync(join(tmp, `dict.${tgt}.txt`), tgtDict.toText());
+
+    // 4. binarize
+    const logLines: string[] = [`${new Date().toISOString()} | args ${JSON.stringify(opts)}`];
+    logLines.push(`[${src}] Dictionary: ${srcDict.size} types`, `[${tgt}] Dictionary: ${tgtDict.size} types`);
+    const result: PreprocessResult = { destdir: opts.destdir, dictSizes: { src: srcDict.size, tgt: tgtDict.size }, splits: [], seconds: 0 };
+    for (const split of splits) {
+      const stats = { name: split.name, sentences: split.src.lines.length, blank: 0, tokens: { src: 0, tgt: 0 }, unk: { src: 0, tgt: 0 } };
+      stats.blank = split.src.lines.filter((l, i) => l.trim() === '' || split.tgt.lines[i]!.trim() === '').length;
+      for (const [lang, corpus, dict, side] of [
+        [src, split.src, srcDict, 'src'],
+        [tgt, split.tgt, tgtDict, 'tgt'],
+      ] as const) {
+        const builder = new IndexedDatasetBuilder(join(tmp, `${split.name}.${src}-${tgt}.${lang}`), dict.size);
+        const bar = createProgress(`binarize ${split.name}.${lang}`, corpus.lines.length);
+        let ntok = 0;
+        let nunk = 0;
+        corpus.lines.forEach((line, i) => {
+          const ids = dict.encodeLine(line);
+          ntok += ids.length;
+          const words = line.trim() === '' ? [] : line.trim().split(/\s+/);
+          for (let k = 0; k < words.length; k++) if (ids[k] === dict.unkIndex && words[k] !== '<unk>') nunk++;
+          builder.add(ids);
+          if ((i & 1023) === 0) bar.update(i);
+        });
+        bar.update(corpus.lines.length);
+        bar.stop();
+        builder.finish();
+        stats.tokens[side] = ntok;
+        stats.unk[side] = nunk;
+        const pct = ntok > 0 ? (100 * nunk) / ntok : 0;
+        logLines.push(`[${lang}] ${corpus.path}: ${corpus.lines.length} sents, ${ntok} tokens, ${pct.toFixed(3)}% replaced by <unk>`);
+        log.info({ split: split.name, lang, sentences: corpus.lines.length, tokens: ntok, unkPct: Number(pct.toFixed(3)) }, `binarized ${split.name}.${lang}`);
+      }
+      if (stats.blank > 0) logLines.push(`[${split.name}] ${stats.blank} blank line pairs kept as empty sequences`);
+      result.splits.push(stats);
+    }
+    logLines.push(`Wrote preprocessed data to ${opts.destdir}`);
+
+    // move everything into place only now
+    for (const f of readdirSync(tmp)) renameSync(join(tmp, f), join(opts.destdir, f));
+    appendFileSync(join(opts.destdir, 'preprocess.log'), `${logLines.join('\n')}\n`);
+    result.seconds = (Date.now() - t0) / 1000;
+    log.info({ destdir: opts.destdir, seconds: result.seconds }, `wrote preprocessed data to ${opts.destdir}`);
+    return result;
+  } finally {
+    cleanup();
+  }
+}

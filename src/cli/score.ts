@@ -1,0 +1,107 @@
+/**
+ * difformer-score: fairseq-score's flags and output (fairseq_cli/score.py, v0.10.2) plus
+ * sacreBLEU and ROUGE. `--sys -` (the default) reads the system output from stdin.
+ *   bleu       corpus BLEU on whitespace tokens, as fairseq/multi-bleu: "BLEU4 = ..."
+ *   sacrebleu  sacreBLEU's corpus BLEU with its tokenizer (13a default) and signature
+ *   rouge      ROUGE-1/2/L precision/recall/F as Google's rouge-score (optional Porter stemmer)
+ */
+import { readFileSync } from 'node:fs';
+import { readLines } from '../data/text.js';
+import { DifformerError } from '../errors.js';
+import { fairseqScoreLines, rougeLines, sacreBleuLines, sacreTokenize } from '../metrics/index.js';
+import { boolFlag, choiceFlag, intFlag, optionalStringFlag, stringFlag, type OptionTable } from '../options.js';
+
+export interface ScoreOptions {
+  sys: string;
+  ref: string | undefined;
+  order: number;
+  ignoreCase: boolean;
+  sentenceBleu: boolean;
+  metric: 'bleu' | 'sacrebleu' | 'rouge';
+  sacrebleu: boolean;
+  tokenize: 'none' | '13a' | 'intl' | undefined;
+  stemmer: boolean;
+}
+
+export const scoreDefaults: Readonly<ScoreOptions> = Object.freeze({
+  sys: '-',
+  ref: undefined,
+  order: 4,
+  ignoreCase: false,
+  sentenceBleu: false,
+  metric: 'bleu',
+  sacrebleu: false,
+  tokenize: undefined,
+  stemmer: false,
+});
+
+export const scoreOptionTable: OptionTable<ScoreOptions> = {
+  sys: { ...stringFlag('--sys', "system output file ('-' = stdin)", 'FILE'), short: '-s' },
+  ref: { ...optionalStringFlag('--ref', 'references file', 'FILE'), short: '-r' },
+  order: { ...intFlag('--order', 'consider n-grams up to this order'), short: '-o' },
+  ignoreCase: boolFlag('--ignore-case', 'case-insensitive scoring'),
+  sentenceBleu: boolFlag('--sentence-bleu', 'report sentence-level BLEU (with +1 smoothing), one line per sentence'),
+  metric: choiceFlag('--metric', 'what to compute', ['bleu', 'sacrebleu', 'rouge'] as const),
+  sacrebleu: boolFlag('--sacrebleu', "same as --metric sacrebleu (fairseq-score's flag)"),
+  tokenize: {
+    ...choiceFlag('--tokenize', 'tokenizer for --metric sacrebleu (default 13a); for bleu, text is split on whitespace unless this is given', [
+      'none',
+      '13a',
+      'intl',
+    ] as const),
+    shownDefault: '13a for sacrebleu, whitespace for bleu',
+  },
+  stemmer: boolFlag('--stemmer', 'ROUGE: Porter-stem tokens longer than 3 characters (rouge-score use_stemmer)'),
+};
+
+function readSys(path: string): string[] {
+  if (path !== '-') return readLines(path).lines;
+  let text: string;
+  try {
+    text = readFileSync(0, 'utf8');
+  } catch (e) {
+    throw new DifformerError('DIFFORMER_FILE_UNREADABLE', `cannot read the system output from stdin: ${(e as Error).message}`);
+  }
+  const lines = text.split('\n');
+  if (lines[lines.length - 1] === '') lines.pop();
+  return lines;
+}
+
+/** Computes the requested score and returns the lines to print (also printed to stdout). */
+export async function runScore(opts: ScoreOptions, out: (line: string) => void = (l) => process.stdout.write(`${l}\n`)): Promise<string[]> {
+  if (!opts.ref) throw new DifformerError('DIFFORMER_BAD_OPTION', '--ref is required');
+  const ref = readLines(opts.ref).lines;
+  const sys = readSys(opts.sys);
+  if (sys.length !== ref.length) {
+    throw new DifformerError(
+      'DIFFORMER_LINE_COUNT_MISMATCH',
+      `system output and references differ in length: ${opts.sys === '-' ? 'stdin' : opts.sys} has ${sys.length} lines, ${opts.ref} has ${ref.length}`,
+    );
+  }
+  if (ref.length === 0) throw new DifformerError('DIFFORMER_EMPTY_CORPUS', `empty corpus: ${opts.ref} has no lines`);
+  const metric = opts.sacrebleu ? 'sacrebleu' : opts.metric;
+  const lines: string[] = [];
+  switch (metric) {
+    case 'bleu': {
+      // fairseq BLEU splits on whitespace; --tokenize 13a/intl tokenizes both sides first
+      const tok = opts.tokenize && opts.tokenize !== 'none' ? opts.tokenize : undefined;
+      const prep = (l: string) => (tok ? sacreTokenize(l, tok) : l);
+      lines.push(...fairseqScoreLines(sys.map(prep), ref.map(prep), { order: opts.order, ignoreCase: opts.ignoreCase, sentenceBleu: opts.sentenceBleu }));
+      break;
+    }
+    case 'sacrebleu': {
+      lines.push(...sacreBleuLines(sys, [ref], { tokenize: opts.tokenize ?? '13a', lowercase: opts.ignoreCase }));
+      break;
+    }
+    case 'rouge': {
+      lines.push(...rougeLines(sys, ref, { stemmer: opts.stemmer }));
+      break;
+    }
+    default: {
+      const never: never = metric;
+      throw new Error(`unhandled metric ${String(never)}`);
+    }
+  }
+  for (const l of lines) out(l);
+  return lines;
+}

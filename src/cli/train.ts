@@ -1,0 +1,142 @@
+/**
+ * difformer-train DATA: fairseq-train's pipeline (fairseq_cli/train.py, v0.10.2):
+ *   1. seed and backend      2. task: dictionaries and splits    3. model from --arch + flags
+ *   4. criterion             5. log names and parameter counts   6. trainer; resume
+ *   7. the loop (src/train/trainer.ts)
+ * Flags are two-pass as in fairseq: --task/--arch/--criterion/--user-dir are read first, then
+ * the chosen components' own option tables are added, so `--help` lists them too.
+ */
+import { Command } from 'commander';
+import type { Dictionary } from '../data/dictionary.js';
+import { getLogger } from '../log.js';
+import { addOptions, readOptions, resolveOptions, commonDefaults, commonOptionTable, type CommonOptions } from '../options.js';
+import { getArchitecture, getCriterion, getTask, loadUserDir } from '../registry.js';
+import type { TranslationTask } from '../../tasks/translation.js';
+import type { Criterion, TrainableModel } from '../train/types.js';
+import { trainingDefaults, trainingOptionTable } from '../train/trainer_options.js';
+import { registerBuiltins } from './builtins.js';
+
+/** What a model component's build() receives. */
+export interface ModelDeps {
+  srcDict: Dictionary;
+  tgtDict: Dictionary;
+  seed: number;
+}
+
+/** Reads `--name value` or `--name=value` from raw argv (the first pass). */
+export function prescan(argv: string[], names: string[]): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    for (const n of names) {
+      if (a === n) return argv[i + 1];
+      if (a.startsWith(`${n}=`)) return a.slice(n.length + 1);
+    }
+  }
+  return undefined;
+}
+
+export interface ComponentChoice {
+  task: string;
+  arch: string;
+  criterion: string;
+}
+
+export async function firstPass(argv: string[], defaults: ComponentChoice): Promise<ComponentChoice> {
+  const userDir = prescan(argv, ['--user-dir']);
+  registerBuiltins();
+  if (userDir) await loadUserDir(userDir);
+  return {
+    task: prescan(argv, ['--task']) ?? defaults.task,
+    arch: prescan(argv, ['--arch', '-a']) ?? defaults.arch,
+    criterion: prescan(argv, ['--criterion']) ?? defaults.criterion,
+  };
+}
+
+export async function buildTrainCommand(argv: string[]): Promise<Command> {
+  const choice = await firstPass(argv, { task: 'translation', arch: 'transformer_tiny', criterion: 'label_smoothed_cross_entropy' });
+  const cmd = new Command('train').description('train a model on a data-bin (fairseq-train)').argument('<data>', 'data-bin directory made by difformer-preprocess');
+  cmd.option('--task <NAME>', `task (default: translation)`);
+  cmd.option('-a, --arch <NAME>', 'model architecture (default: transformer_tiny)');
+  cmd.option('--criterion <NAME>', 'training criterion (default: label_smoothed_cross_entropy)');
+  addOptions(cmd, commonOptionTable, commonDefaults);
+  addOptions(cmd, trainingOptionTable, trainingDefaults);
+  // The chosen components' own flags; unknown names surface as a clear error when run.
+  const parts = safeComponents(choice);
+  if (parts.task) addOptions(cmd, parts.task.options, parts.task.defaults);
+  if (parts.arch) addOptions(cmd, parts.arch.model.options, { ...parts.arch.model.defaults, ...parts.arch.preset });
+  if (parts.criterion) addOptions(cmd, parts.criterion.options, parts.criterion.defaults);
+  cmd.action(async (data: string, _o: unknown, self: Command) => {
+    await runTrain(data, choice, self.opts());
+  });
+  return cmd;
+}
+
+function safeComponents(choice: ComponentChoice) {
+  const attempt = <T>(f: () => T): T | undefined => {
+    try {
+      return f();
+    } catch {
+      return undefined;
+    }
+  };
+  return {
+    task: attempt(() => getTask(choice.task)),
+    arch: attempt(() => getArchitecture(choice.arch)),
+    criterion: attempt(() => getCriterion(choice.criterion)),
+  };
+}
+
+export async function runTrain(data: string, choice: ComponentChoice, parsed: Record<string, unknown>): Promise<void> {
+  const log = getLogger();
+  const common: CommonOptions = resolveOptions(commonDefaults, readOptions(commonOptionTable, parsed));
+  const training = resolveOptions(trainingDefaults, readOptions(trainingOptionTable, parsed));
+
+  // 1. components (unknown names fail here, listing the known ones), seed and backend
+  const taskC = getTask<object, TranslationTask>(choice.task);
+  const { model: modelC, preset } = getArchitecture<object, TrainableModel, ModelDeps>(choice.arch);
+  const critC = getCriterion<object, Criterion>(choice.criterion);
+  const { initBackend } = await import('../backend.js');
+  const backend = await initBackend({ backend: common.backend, threads: common.threads, wasmThreads: common.wasmThreads, log: (msg, fields) => log.info(fields ?? {}, msg) });
+  log.info({ backend: backend.name, reason: backend.reason, skipped: backend.skipped }, `backend: ${backend.name}`);
+
+  // 2. task: dictionaries and splits
+  const taskOpts = resolveOptions(taskC.defaults, readOptions(taskC.options, parsed));
+  const task = await taskC.setup(taskOpts, data);
+  const train = task.loadDataset(training.trainSubset);
+  const valid = task.hasSplit(training.validSubset) ? task.loadDataset(training.validSubset) : undefined;
+  log.info({ task: choice.task, src: task.sourceLang, tgt: task.targetLang, srcDict: task.srcDict.size, tgtDict: task.tgtDict.size, train: train.length, valid: valid?.length ?? 0 }, `[${task.sourceLang}] dictionary: ${task.srcDict.size} types, [${task.targetLang}] dictionary: ${task.tgtDict.size} types`);
+
+  // 3. model, 4. criterion
+  const modelOpts = resolveOptions(modelC.defaults, preset, readOptions(modelC.options, parsed));
+  const model = modelC.build(modelOpts, { srcDict: task.srcDict, tgtDict: task.tgtDict, seed: training.seed });
+  const critOpts = resolveOptions(critC.defaults, readOptions(critC.options, parsed));
+  const criterion: Criterion = critC.build(critOpts);
+  criterion.check(model);
+
+  // 5. names and parameter counts
+  log.info({ arch: choice.arch, model: modelC.name, criterion: criterion.name, params: model.params.numParams(), trainable: model.params.numParams({ trainableOnly: true }) }, `model ${choice.arch}, criterion ${criterion.name}, num. model params: ${model.params.numParams()} (num. trained: ${model.params.numParams({ trainableOnly: true })})`);
+  log.info({ model: modelOpts, criterion: critOpts, training }, 'resolved options');
+
+  // 6. trainer and resume, 7. loop
+  const { Trainer } = await import('../train/trainer.js');
+  const trainer = new Trainer(training, {
+    model,
+    criterion,
+    train,
+    valid,
+    dicts: { src: task.srcDict, tgt: task.tgtDict },
+    config: {
+      task: { name: choice.task, options: taskOpts },
+      model: { name: modelC.name, arch: choice.arch, options: modelOpts },
+      criterion: { name: criterion.name, options: critOpts },
+      training,
+    },
+    log,
+    maxSourcePositions: (taskOpts as { maxSourcePositions?: number }).maxSourcePositions ?? 1024,
+    maxTargetPositions: (taskOpts as { maxTargetPositions?: number }).maxTargetPositions ?? 1024,
+  });
+  log.info({ batches: trainer.batchesPerEpoch, maxTokens: training.maxTokens, batchSize: training.batchSize }, `${trainer.batchesPerEpoch} batches per epoch`);
+  trainer.restore();
+  await trainer.train();
+  model.dispose();
+}

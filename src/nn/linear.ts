@@ -1,0 +1,146 @@
+/**
+ * Dense-layer primitives for the whole model zoo, written for tfjs-backend-wasm's fast path.
+ *
+ * wasm's XNNPACK matmul serves only plain 2-D `matMul(a, b)` without transpose flags; transposed
+ * or batched matmuls run ~8x slower. tfjs's own matMul gradient uses transpose flags, so both the
+ * forward and the gradients here use plain 2-D matMuls, transposing explicitly first
+ * (`tf.transpose` is a cheap O(size) copy next to the O(n^3) product).
+ *
+ * Weight layout: `weight` is [out, in], the PyTorch/fairseq layout, so checkpoints map 1:1.
+ *   y = x Wᵀ + b            forward:  transpose W (in*out copy), 1 matmul (bias fused in)
+ *   dx = dy W               plain, no transpose
+ *   dW = dyᵀ x              transpose dy (N*out copy)
+ *   db = column sums of dy  = row sums of dyᵀ (reuses the transpose; a last-axis reduction)
+ * Storing W as [in, out] instead would save the forward transpose but need transposes of both W
+ * and x in the backward pass: the same number of copies per training step (measured in
+ * bench/backend.ts: within noise), and it would break the 1:1 checkpoint mapping. Only
+ * inference-heavy code could gain (one weight transpose per call); it can pre-transpose with
+ * `tf.transpose` once and call `matmul2d` directly.
+ *
+ * Edge cases: tfjs 4.22 wasm returns garbage (not zeros) for a matmul with K = 0 and for Sum over
+ * an empty axis, and prints an XNNPACK error to stdout for M or N = 0, so empty dimensions are
+ * handled without calling the kernels.
+ */
+import * as tf from '@tensorflow/tfjs';
+
+/** Plain 2-D product a·b ([n,k] x [k,m]); both gradients use plain 2-D products too
+ *  (da = dy·bᵀ, db = aᵀ·dy with explicit transposes). */
+export function matmul2d(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
+  checkRank2(a, 'matmul2d: a');
+  checkRank2(b, 'matmul2d: b');
+  if (a.shape[1] !== b.shape[0]) {
+    throw new Error(`matmul2d: inner dimensions differ: a [${a.shape.join(', ')}] x b [${b.shape.join(', ')}]`);
+  }
+  return matmul2dGrad(a, b);
+}
+
+/** y = x·Wᵀ + b with x [N, in], weight [out, in] (fairseq layout), bias [out]. */
+export function linear(x: tf.Tensor2D, weight: tf.Tensor2D, bias?: tf.Tensor1D): tf.Tensor2D {
+  checkRank2(x, 'linear: x');
+  checkRank2(weight, 'linear: weight');
+  if (x.shape[1] !== weight.shape[1]) {
+    throw new Error(`linear: x is [${x.shape.join(', ')}] but weight is [${weight.shape.join(', ')}] ([out, in]); in must match`);
+  }
+  if (bias !== undefined) {
+    if (bias.rank !== 1 || bias.shape[0] !== weight.shape[0]) {
+      throw new Error(`linear: bias must be [${weight.shape[0]}], got [${bias.shape.join(', ')}]`);
+    }
+    return linearBiasGrad(x, weight, bias);
+  }
+  return linearNoBiasGrad(x, weight);
+}
+
+/** `linear` over the last axis of x [..., in] -> [..., out] (reshapes are free in tfjs). */
+export function linearNd(x: tf.Tensor, weight: tf.Tensor2D, bias?: tf.Tensor1D): tf.Tensor {
+  if (x.rank === 2) return linear(x as tf.Tensor2D, weight, bias);
+  if (x.rank < 1) throw new Error('linearNd: x must have rank >= 1');
+  const inDim = x.shape[x.rank - 1]!;
+  const lead = x.shape.slice(0, -1);
+  return tf.tidy(() => {
+    const y = linear(tf.reshape(x, [-1, inDim]) as tf.Tensor2D, weight, bias);
+    return tf.reshape(y, [...lead, weight.shape[0]]);
+  });
+}
+
+function checkRank2(t: tf.Tensor, what: string): void {
+  if (t.rank !== 2) throw new Error(`${what} must be 2-D, got shape [${t.shape.join(', ')}]`);
+}
+
+/** Plain matmul, except that any empty dimension yields zeros without calling the kernel: wasm
+ *  returns uninitialised memory for K == 0, and XNNPACK rejects M/N == 0 with a message that tfjs
+ *  prints to stdout. */
+function mm(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
+  if (a.shape[0] === 0 || a.shape[1] === 0 || b.shape[1] === 0) return tf.zeros([a.shape[0], b.shape[1]]);
+  return tf.matMul(a, b);
+}
+
+/** Column sums of a [N, M] matrix given its transpose [M, N]; zeros when N == 0. */
+function colSumsFromTransposed(t: tf.Tensor2D): tf.Tensor1D {
+  if (t.shape[1] === 0) return tf.zeros([t.shape[0]]);
+  return tf.sum(t, 1);
+}
+
+// customGrad hands inputs typed as Tensor | GradSaveFunc; the casts below only restore what we
+// pass in (tensors, then the save function last).
+type Save = tf.GradSaveFunc;
+
+const matmul2dGrad = tf.customGrad((aIn: tf.Tensor | Save, bIn: tf.Tensor | Save, saveIn: tf.Tensor | Save) => {
+  const a = aIn as tf.Tensor2D;
+  const b = bIn as tf.Tensor2D;
+  (saveIn as Save)([a, b]);
+  return {
+    value: mm(a, b),
+    gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => {
+      const [sa, sb] = saved as [tf.Tensor2D, tf.Tensor2D];
+      return [mm(dy, tf.transpose(sb)), mm(tf.transpose(sa), dy)];
+    },
+  };
+}) as (a: tf.Tensor2D, b: tf.Tensor2D) => tf.Tensor2D;
+
+function linearForward(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
+  return mm(x, tf.transpose(w));
+}
+
+/** With a bias, the fused kernel adds it inside the XNNPACK GEMM: ~20% faster than matMul + add
+ *  (bench/backend.ts). tfjs 4.22's wasm _FusedMatMul is wrong with transposes or batch > 1 (see
+ *  docs/backend-notes.md); neither happens here. */
+function linearForwardBias(x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D): tf.Tensor2D {
+  if (x.shape[0] === 0 || x.shape[1] === 0 || w.shape[0] === 0) return tf.add<tf.Tensor2D>(mm(x, tf.transpose(w)), b);
+  return tf.fused.matMul({ a: x, b: tf.transpose(w), bias: b });
+}
+
+function linearBackward(dy: tf.Tensor2D, x: tf.Tensor2D, w: tf.Tensor2D): [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D] {
+  const dyT = tf.transpose(dy); // [out, N]
+  return [mm(dy, w), mm(dyT, x), dyT];
+}
+
+const linearNoBiasGrad = tf.customGrad((xIn: tf.Tensor | Save, wIn: tf.Tensor | Save, saveIn: tf.Tensor | Save) => {
+  const x = xIn as tf.Tensor2D;
+  const w = wIn as tf.Tensor2D;
+  (saveIn as Save)([x, w]);
+  return {
+    value: linearForward(x, w),
+    gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => {
+      const [sx, sw] = saved as [tf.Tensor2D, tf.Tensor2D];
+      const [dx, dw] = linearBackward(dy, sx, sw);
+      return [dx, dw];
+    },
+  };
+}) as (x: tf.Tensor2D, w: tf.Tensor2D) => tf.Tensor2D;
+
+const linearBiasGrad = tf.customGrad(
+  (xIn: tf.Tensor | Save, wIn: tf.Tensor | Save, bIn: tf.Tensor | Save, saveIn: tf.Tensor | Save) => {
+    const x = xIn as tf.Tensor2D;
+    const w = wIn as tf.Tensor2D;
+    const b = bIn as tf.Tensor1D;
+    (saveIn as Save)([x, w]);
+    return {
+      value: linearForwardBias(x, w, b),
+      gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => {
+        const [sx, sw] = saved as [tf.Tensor2D, tf.Tensor2D];
+        const [dx, dw, dyT] = linearBackward(dy, sx, sw);
+        return [dx, dw, colSumsFromTransposed(dyT)];
+      },
+    };
+  },
+) as (x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D) => tf.Tensor2D;

@@ -1,0 +1,136 @@
+/**
+ * The `translation` and `summarization` tasks (fairseq's tasks/translation.py): load the
+ * dictionaries and splits of a data-bin made by difformer-preprocess (or fairseq-preprocess).
+ * Summarization is translation with other default languages (src -> tgt) and ROUGE as its metric.
+ * Languages are inferred from the data-bin's file names when not given.
+ */
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { Dictionary } from '../src/data/dictionary.js';
+import { IndexedDataset } from '../src/data/indexed_dataset.js';
+import { LanguagePairDataset } from '../src/data/language_pair_dataset.js';
+import { readTextFile } from '../src/data/text.js';
+import { DifformerError } from '../src/errors.js';
+import { intFlag, optionalStringFlag, type OptionTable } from '../src/options.js';
+import type { TaskComponent } from '../src/registry.js';
+
+export interface TranslationOptions {
+  sourceLang: string | undefined;
+  targetLang: string | undefined;
+  maxSourcePositions: number;
+  maxTargetPositions: number;
+  /** Prepend BOS to both sides (fairseq's translation_lev; NAT models and Difformer set it). */
+  prependBos: boolean;
+}
+
+export const translationDefaults: Readonly<TranslationOptions> = Object.freeze({
+  sourceLang: undefined,
+  targetLang: undefined,
+  maxSourcePositions: 1024,
+  maxTargetPositions: 1024,
+  prependBos: false,
+});
+
+export const translationOptionTable: OptionTable<TranslationOptions> = {
+  sourceLang: { ...optionalStringFlag('--source-lang', 'source language (inferred from the data-bin if omitted)', 'SRC'), short: '-s' },
+  targetLang: { ...optionalStringFlag('--target-lang', 'target language (inferred from the data-bin if omitted)', 'TGT'), short: '-t' },
+  maxSourcePositions: intFlag('--max-source-positions', 'max number of tokens in the source sequence'),
+  maxTargetPositions: intFlag('--max-target-positions', 'max number of tokens in the target sequence'),
+  prependBos: null,
+};
+
+export type TaskMetric = 'bleu' | 'rouge';
+
+export class TranslationTask {
+  readonly srcDict: Dictionary;
+  readonly tgtDict: Dictionary;
+  private readonly cache = new Map<string, LanguagePairDataset>();
+
+  constructor(
+    readonly name: string,
+    readonly dataDir: string,
+    readonly sourceLang: string,
+    readonly targetLang: string,
+    readonly opts: TranslationOptions,
+    readonly metric: TaskMetric,
+  ) {
+    this.srcDict = loadDictionary(join(dataDir, `dict.${sourceLang}.txt`));
+    this.tgtDict = loadDictionary(join(dataDir, `dict.${targetLang}.txt`));
+    for (const k of ['padIndex', 'eosIndex', 'unkIndex', 'bosIndex'] as const) {
+      if (this.srcDict[k] !== this.tgtDict[k]) throw new DifformerError('DIFFORMER_BAD_DICTIONARY', `source and target dictionaries disagree on ${k}`);
+    }
+  }
+
+  get joinedDictionary(): boolean {
+    return this.srcDict.size === this.tgtDict.size && this.srcDict.hash() === this.tgtDict.hash();
+  }
+
+  /** The SentencePiece model of the data-bin, if preprocess wrote one. */
+  get spmModelPath(): string | undefined {
+    const p = join(this.dataDir, 'spm.model');
+    return existsSync(p) ? p : undefined;
+  }
+
+  hasSplit(split: string): boolean {
+    return existsSync(join(this.dataDir, `${split}.${this.sourceLang}-${this.targetLang}.${this.sourceLang}.idx`));
+  }
+
+  loadDataset(split: string): LanguagePairDataset {
+    const cached = this.cache.get(split);
+    if (cached) return cached;
+    const prefix = join(this.dataDir, `${split}.${this.sourceLang}-${this.targetLang}.`);
+    if (!existsSync(`${prefix}${this.sourceLang}.idx`)) {
+      const have = splitsIn(this.dataDir, this.sourceLang, this.targetLang);
+      throw new DifformerError(
+        'DIFFORMER_FILE_NOT_FOUND',
+        `split '${split}' not found in ${this.dataDir} (expected ${prefix}${this.sourceLang}.idx); available: ${have.join(', ') || 'none'}`,
+      );
+    }
+    const src = new IndexedDataset(`${prefix}${this.sourceLang}`);
+    const tgt = existsSync(`${prefix}${this.targetLang}.idx`) ? new IndexedDataset(`${prefix}${this.targetLang}`) : undefined;
+    if (tgt && tgt.length !== src.length) {
+      throw new DifformerError('DIFFORMER_BAD_DATA', `${split}: source has ${src.length} sentences, target ${tgt.length}`);
+    }
+    const ds = new LanguagePairDataset(src, tgt, this.srcDict, this.tgtDict, this.opts.prependBos);
+    this.cache.set(split, ds);
+    return ds;
+  }
+}
+
+function loadDictionary(path: string): Dictionary {
+  if (!existsSync(path)) throw new DifformerError('DIFFORMER_FILE_NOT_FOUND', `dictionary not found: ${path} (is this a data-bin made by difformer-preprocess?)`);
+  return Dictionary.fromText(readTextFile(path), path);
+}
+
+function splitsIn(dir: string, src: string, tgt: string): string[] {
+  const suffix = `.${src}-${tgt}.${src}.idx`;
+  return readdirSync(dir)
+    .filter((f) => f.endsWith(suffix))
+    .map((f) => f.slice(0, -suffix.length));
+}
+
+/** Finds (src, tgt) from `<split>.<src>-<tgt>.<lang>.idx` names, as fairseq's infer_language_pair. */
+export function inferLanguagePair(dir: string): [string, string] {
+  if (!existsSync(dir)) throw new DifformerError('DIFFORMER_FILE_NOT_FOUND', `data directory not found: ${dir}`);
+  for (const f of readdirSync(dir).sort()) {
+    const m = /^[^.]+\.([^.-]+)-([^.-]+)\.[^.]+\.idx$/.exec(f);
+    if (m) return [m[1]!, m[2]!];
+  }
+  throw new DifformerError('DIFFORMER_BAD_DATA', `could not infer the language pair in ${dir}: no <split>.<src>-<tgt>.<lang>.idx files; pass --source-lang and --target-lang`);
+}
+
+export function makeTranslationLikeTask(name: string, description: string, metric: TaskMetric): TaskComponent<TranslationOptions, TranslationTask> {
+  return {
+    name,
+    description,
+    options: translationOptionTable,
+    defaults: translationDefaults,
+    async setup(opts, dataDir) {
+      let { sourceLang, targetLang } = opts;
+      if (!sourceLang || !targetLang) [sourceLang, targetLang] = inferLanguagePair(dataDir);
+      return new TranslationTask(name, dataDir, sourceLang, targetLang, opts, metric);
+    },
+  };
+}
+
+export const translationTask = makeTranslationLikeTask('translation', 'translate from one (natural) language to another', 'bleu');

@@ -1,0 +1,49 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { Command } from 'commander';
+import { addOptions, boolFlag, choiceFlag, floatsFlag, intFlag, readOptions, resolveOptions, type OptionTable } from '../src/options.js';
+import { DifformerError } from '../src/errors.js';
+
+interface Opts {
+  maxTokens: number;
+  shareAll: boolean;
+  betas: number[];
+  schedule: 'sqrt' | 'linear';
+  internal: string;
+}
+const defaults: Opts = { maxTokens: 4096, shareAll: false, betas: [0.9, 0.999], schedule: 'sqrt', internal: 'x' };
+const table: OptionTable<Opts> = {
+  maxTokens: intFlag('--max-tokens', 'tokens per batch'),
+  shareAll: boolFlag('--share-all', 'share'),
+  betas: floatsFlag('--adam-betas', 'betas'),
+  schedule: choiceFlag('--schedule', 'schedule', ['sqrt', 'linear'] as const),
+  internal: null,
+};
+
+function parse(argv: string[]): Partial<Opts> {
+  const cmd = new Command('t').exitOverride();
+  addOptions(cmd, table, defaults);
+  cmd.parse(argv, { from: 'user' });
+  return readOptions(table, cmd.opts());
+}
+
+test('only given flags are read; defaults < architecture < flags', () => {
+  assert.deepEqual(parse([]), {});
+  const given = parse(['--max-tokens', '2048', '--adam-betas', '(0.9, 0.98)', '--share-all']);
+  assert.deepEqual(given, { maxTokens: 2048, betas: [0.9, 0.98], shareAll: true });
+  const arch: Partial<Opts> = { maxTokens: 1000, schedule: 'linear' };
+  assert.deepEqual(resolveOptions(defaults, arch, given), { maxTokens: 2048, shareAll: true, betas: [0.9, 0.98], schedule: 'linear', internal: 'x' });
+  assert.equal(parse(['--no-share-all']).shareAll, false);
+});
+
+test('bad values name the flag', () => {
+  assert.throws(() => parse(['--max-tokens', '1.5']), (e: unknown) => e instanceof DifformerError && /--max-tokens expects an integer, got '1.5'/.test(e.message));
+  assert.throws(() => parse(['--schedule', 'cosin']), /'cosin' is invalid. Allowed choices are sqrt, linear/);
+});
+
+test('a flag declared twice with different kinds is a programming error', () => {
+  const cmd = new Command('t');
+  addOptions(cmd, table);
+  const other: OptionTable<{ x: boolean }> = { x: boolFlag('--max-tokens', 'clash') };
+  assert.throws(() => addOptions(cmd, other), /declared twice/);
+});
