@@ -38,6 +38,11 @@ function time(f: () => void): number {
 
 type Row = { name: string; ms: number; gflops?: number; note?: string };
 
+/** "2.3x slower than X" / "1.4x faster than X" for times a (this row) and b (reference). */
+function rel(a: number, b: number, what: string): string {
+  return a >= b ? `${(a / b).toFixed(2)}x slower than ${what}` : `${(b / a).toFixed(2)}x faster than ${what}`;
+}
+
 function matmulRows(label: string, m: number, k: number, n: number): Row[] {
   const flop = 2 * m * k * n;
   const a = tf.randomNormal([m, k]);
@@ -60,12 +65,12 @@ function matmulRows(label: string, m: number, k: number, n: number): Row[] {
   tf.dispose([a, b, bT, a3, b3]);
   return [
     { name: `${label} matMul plain 2-D [${m}x${k}]x[${k}x${n}]`, ms: plain, gflops: flop / plain / 1e6 },
-    { name: `${label} matMul transposeB flag`, ms: flagged, gflops: flop / flagged / 1e6, note: `${(flagged / plain).toFixed(1)}x slower than plain` },
+    { name: `${label} matMul transposeB flag`, ms: flagged, gflops: flop / flagged / 1e6, note: rel(flagged, plain, 'plain') },
     {
       name: `${label} matMul batched 3-D [${batch}x${m / batch}x${k}]x[${batch}x${k}x${n / batch}]`,
       ms: batched,
       gflops: batchedFlop / batched / 1e6,
-      note: `${(batched / batchedFlop / (plain / flop)).toFixed(1)}x slower than plain per FLOP`,
+      note: `${rel(batched / batchedFlop, plain / flop, 'plain')} per FLOP`,
     },
   ];
 }
@@ -125,13 +130,13 @@ function linearRows(label: string, n: number, inDim: number, outDim: number): Ro
   const shape = `[${n}x${inDim}]->[${outDim}]`;
   return [
     { name: `${label} linear fwd+bwd, custom grad ${shape}`, ms: ours, gflops: flop / ours / 1e6 },
-    { name: `${label} linear fwd+bwd, tf.matMul's own grad`, ms: tfGrad, gflops: flop / tfGrad / 1e6, note: `${(tfGrad / ours).toFixed(1)}x custom` },
-    { name: `${label} linear fwd+bwd, weight stored [in,out]`, ms: ioLayout, gflops: flop / ioLayout / 1e6, note: `${(ioLayout / ours).toFixed(2)}x custom` },
-    { name: `${label} linear fwd only ([out,in]: transposes W)`, ms: fwdOurs },
-    { name: `${label} linear fwd only, weight stored [in,out]`, ms: fwdIO, note: `${(fwdIO / fwdOurs).toFixed(2)}x [out,in]` },
-    { name: `${label} linear fwd only, [in,out] + fused bias`, ms: fwdFused, note: `${(fwdFused / fwdOurs).toFixed(2)}x [out,in]` },
+    { name: `${label} linear fwd+bwd, tf.matMul's own grad`, ms: tfGrad, gflops: flop / tfGrad / 1e6, note: rel(tfGrad, ours, 'custom grad') },
+    { name: `${label} linear fwd+bwd, weight stored [in,out]`, ms: ioLayout, gflops: flop / ioLayout / 1e6, note: rel(ioLayout, ours, 'custom grad') },
+    { name: `${label} linear() fwd only (transposes W, fused bias)`, ms: fwdOurs },
+    { name: `${label} fwd only, W stored [in,out], matMul + add`, ms: fwdIO, note: rel(fwdIO, fwdOurs, '[out,in]') },
+    { name: `${label} fwd only, W stored [in,out], fused bias`, ms: fwdFused, note: rel(fwdFused, fwdOurs, '[out,in]') },
     { name: `${label} bias grad: sum(dy, 0) [${n}x${outDim}]`, ms: sum0 },
-    { name: `${label} bias grad: sum(dyᵀ, 1)`, ms: sum1, note: `${(sum1 / sum0).toFixed(2)}x sum(dy,0)` },
+    { name: `${label} bias grad: sum(dyᵀ, 1)`, ms: sum1, note: rel(sum1, sum0, 'sum(dy, 0)') },
   ];
 }
 
@@ -199,7 +204,7 @@ if (CHILD) {
   });
   if (child.status === 0) {
     const threaded = JSON.parse(child.stdout) as Row[];
-    const rows = threaded.map((r, i) => ({ ...r, note: `${(single[i]!.ms / r.ms).toFixed(2)}x speedup vs 1 thread` }));
+    const rows = threaded.map((r, i) => ({ ...r, note: `speedup ${(single[i]!.ms / r.ms).toFixed(2)}x vs 1 thread` }));
     printTable('experimental wasm threads (2), separate process', rows);
   } else {
     process.stdout.write(`\nwasm threads run failed (exit ${String(child.status)})\n`);
@@ -211,6 +216,6 @@ if (CHILD) {
   const wasmSmall = [...matmulRows('wasm', 128, 128, 128), ...linearRows('wasm', 64, 128, 128).slice(0, 2)];
   printTable(
     'cpu backend vs wasm, small sizes',
-    cpu.flatMap((r, i) => [r, { ...wasmSmall[i]!, note: `${(r.ms / wasmSmall[i]!.ms).toFixed(1)}x faster than cpu` }]),
+    cpu.flatMap((r, i) => [r, { ...wasmSmall[i]!, note: rel(wasmSmall[i]!.ms, r.ms, 'cpu') }]),
   );
 }

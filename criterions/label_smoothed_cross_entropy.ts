@@ -23,6 +23,10 @@
  * Left out: --report-accuracy, --ignore-prefix-size.
  */
 import * as tf from '@tensorflow/tfjs';
+import { DifformerError } from '../src/errors.js';
+import { boolFlag, floatFlag, type OptionTable } from '../src/options.js';
+import type { CriterionComponent } from '../src/registry.js';
+import type { Criterion, CriterionOutput as CriterionOutputT, LogSums, TrainableModel } from '../src/train/types.js';
 
 export interface LabelSmoothedCrossEntropyOptions {
   /** fairseq --label-smoothing: epsilon, 0 means plain cross-entropy. */
@@ -183,3 +187,49 @@ export function reduceMetrics(logs: readonly LoggingOutput[]): ReducedMetrics {
   const nll = sum('nll_loss') / ntokens / Math.LN2;
   return { loss, nll_loss: nll, ppl: 2 ** nll, ntokens, nsentences: sum('nsentences'), sample_size: sampleSize };
 }
+
+// ---- the registered criterion --------------------------------------------------------------
+
+/** Models this criterion trains: teacher-forced encoder-decoders returning logits. */
+export interface TeacherForcedModel extends TrainableModel {
+  forward(srcTokens: tf.Tensor2D, prevOutputTokens: tf.Tensor2D, training: boolean): tf.Tensor3D;
+  readonly dicts: { tgt: { padIndex: number } };
+}
+
+export const labelSmoothedCrossEntropyOptionTable: OptionTable<LabelSmoothedCrossEntropyOptions> = {
+  labelSmoothing: floatFlag('--label-smoothing', 'epsilon for label smoothing (0 = none)'),
+  sentenceAvg: boolFlag('--sentence-avg', 'normalize gradients by the number of sentences, not tokens'),
+};
+
+export function buildLabelSmoothedCrossEntropy(opts: LabelSmoothedCrossEntropyOptions): Criterion<TeacherForcedModel> {
+  return {
+    name: 'label_smoothed_cross_entropy',
+    check(model: TrainableModel): asserts model is TeacherForcedModel {
+      if (typeof (model as Partial<TeacherForcedModel>).forward !== 'function' || (model as { generatorFamily?: string }).generatorFamily !== 'autoregressive') {
+        throw new DifformerError('DIFFORMER_BAD_OPTION', '--criterion label_smoothed_cross_entropy trains autoregressive models (--arch transformer*); pick the criterion of your model');
+      }
+    },
+    forward(model, batch, training) {
+      return tf.tidy(() => {
+        const src = tf.tensor2d(batch.srcTokens, [batch.bsz, batch.srcLen], 'int32');
+        const prev = tf.tensor2d(batch.prevOutputTokens, [batch.bsz, batch.tgtLen], 'int32');
+        const tgt = tf.tensor2d(batch.target, [batch.bsz, batch.tgtLen], 'int32');
+        const logits = model.forward(src, prev, training);
+        const out = labelSmoothedCrossEntropy(logits, tgt, opts, model.dicts.tgt.padIndex, batch.ntokens);
+        return { loss: out.loss, sampleSize: out.sampleSize, logging: { loss: out.loss, nll_loss: out.nllLoss } };
+      }) as unknown as CriterionOutputT;
+    },
+    reduce(logs: LogSums) {
+      const r = reduceMetrics([{ loss: logs.values.loss ?? 0, nll_loss: logs.values.nll_loss ?? 0, ntokens: logs.ntokens, nsentences: logs.nsentences, sample_size: logs.sampleSize }]);
+      return { loss: r.loss, nll_loss: r.nll_loss, ppl: r.ppl };
+    },
+  };
+}
+
+export const labelSmoothedCrossEntropyComponent: CriterionComponent<LabelSmoothedCrossEntropyOptions, Criterion<TeacherForcedModel>> = {
+  name: 'label_smoothed_cross_entropy',
+  description: "fairseq's label-smoothed cross-entropy for autoregressive models",
+  options: labelSmoothedCrossEntropyOptionTable,
+  defaults: labelSmoothedCrossEntropyDefaults,
+  build: buildLabelSmoothedCrossEntropy,
+};

@@ -126,6 +126,10 @@ export function addOptions<O>(cmd: Command, table: OptionTable<O>, defaults?: Pa
       const opt = new Option(`${long} <${spec.arg ?? 'VALUE'}>`, help).argParser((raw: string) => parse(raw));
       if (spec.choices) opt.choices(spec.choices);
       cmd.addOption(opt);
+    } else if (spec.flag.startsWith('--no-')) {
+      // fairseq-style negative flags (--no-scale-embedding): commander stores them as
+      // scaleEmbedding = false, with a default of true; readOptions maps that back
+      cmd.addOption(new Option(long, help));
     } else {
       cmd.addOption(new Option(long, help));
       cmd.addOption(new Option(`--no-${spec.flag.slice(2)}`, `disable ${spec.flag}`).hideHelp());
@@ -140,6 +144,11 @@ export function readOptions<O>(table: OptionTable<O>, parsed: Record<string, unk
   for (const key of Object.keys(table) as (keyof O)[]) {
     const spec = table[key];
     if (!spec) continue;
+    if (!spec.parse && spec.flag.startsWith('--no-')) {
+      // given only when commander's positive attribute was set to false
+      if (parsed[attributeName(`--${spec.flag.slice(5)}`)] === false) out[key] = true as O[keyof O];
+      continue;
+    }
     const v = parsed[attributeName(spec.flag)];
     if (v !== undefined) out[key] = v as O[keyof O];
   }

@@ -69,7 +69,7 @@ test('auto picks wasm here and says why tensorflow-gpu and tensorflow were skipp
   // Second call: cached, same answer, nothing re-initialised.
   const t0 = performance.now();
   const again = await initBackend({ backend: 'auto' });
-  assert.ok(performance.now() - t0 < 50);
+  assert.ok(performance.now() - t0 < 250, "cached: no re-initialisation");
   assert.deepEqual(again, report);
   assert.deepEqual(await initBackend({ backend: 'wasm' }), report);
   // A different backend in the same process is refused, not silently switched.

@@ -47,3 +47,15 @@ test('a flag declared twice with different kinds is a programming error', () => 
   const other: OptionTable<{ x: boolean }> = { x: boolFlag('--max-tokens', 'clash') };
   assert.throws(() => addOptions(cmd, other), /declared twice/);
 });
+
+test("fairseq's negative flags (--no-scale-embedding) read as true only when given", () => {
+  const t: OptionTable<{ noScale: boolean }> = { noScale: boolFlag('--no-scale-embedding', 'no scaling') };
+  const run = (argv: string[]) => {
+    const cmd = new Command('t').exitOverride();
+    addOptions(cmd, t);
+    cmd.parse(argv, { from: 'user' });
+    return readOptions(t, cmd.opts());
+  };
+  assert.deepEqual(run([]), {});
+  assert.deepEqual(run(['--no-scale-embedding']), { noScale: true });
+});

@@ -86,7 +86,7 @@ export function registerWasmKernels(): void {
     tf.registerKernel({
       kernelName: 'UnsortedSegmentSum',
       backendName: 'wasm',
-      kernelFunc: unsortedSegmentSumWasm as unknown as tf.KernelFunc,
+      kernelFunc: unsortedSegmentSumWasm,
     });
   }
 }

@@ -2,7 +2,9 @@
  * Registers the built-in tasks, models (with their named architectures) and criterions.
  * Explicit imports, no folder scanning: the registry lists exactly what is here.
  */
-import { registerTask } from '../registry.js';
+import { registerArchitecture, registerCriterion, registerModel, registerTask } from '../registry.js';
+import { labelSmoothedCrossEntropyComponent } from '../../criterions/label_smoothed_cross_entropy.js';
+import { transformerArchitectures, transformerComponent } from '../../models/transformer_component.js';
 import { summarizationTask } from '../../tasks/summarization.js';
 import { translationTask } from '../../tasks/translation.js';
 
@@ -13,4 +15,7 @@ export function registerBuiltins(): void {
   done = true;
   registerTask(translationTask);
   registerTask(summarizationTask);
+  registerModel(transformerComponent);
+  for (const [arch, preset] of Object.entries(transformerArchitectures)) registerArchitecture(transformerComponent.name, arch, preset);
+  registerCriterion(labelSmoothedCrossEntropyComponent);
 }

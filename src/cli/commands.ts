@@ -6,6 +6,7 @@
 import { Command } from 'commander';
 import { createLogger, setLogger } from '../log.js';
 import { preprocessDefaults, preprocessOptionTable, runPreprocess } from './preprocess.js';
+import { buildGenerateCommand } from './generate.js';
 import { buildTrainCommand } from './train.js';
 import { scoreDefaults, scoreOptionTable, runScore } from './score.js';
 import { addOptions, boolFlag, choiceFlag, readOptions, resolveOptions, type OptionTable } from '../options.js';
@@ -79,15 +80,21 @@ export const commands: SubcommandSpec[] = [
       await runScore(opts);
     },
   ),
-  {
-    name: 'train',
+  twoPass('train', buildTrainCommand),
+  twoPass('generate', buildGenerateCommand),
+];
+
+/** Commands whose flags depend on argv (the chosen task/arch/criterion or checkpoint). */
+function twoPass(name: string, build: (argv: string[]) => Promise<Command>): SubcommandSpec {
+  return {
+    name,
     async build(argv) {
-      const cmd = await buildTrainCommand(argv);
+      const cmd = await build(argv);
       addOptions(cmd, basicTable, basicDefaults);
       cmd.hook('preAction', (self) => {
         setupLogging(self.opts());
       });
       return cmd;
     },
-  },
-];
+  };
+}

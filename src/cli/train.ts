@@ -86,6 +86,20 @@ function safeComponents(choice: ComponentChoice) {
   };
 }
 
+/** Brings up the tfjs backend from the common flags and logs what it got and why. */
+export async function startBackend(common: CommonOptions): Promise<string> {
+  const log = getLogger();
+  const { initBackend } = await import('../backend.js');
+  const backend = await initBackend({
+    backend: common.backend,
+    threads: common.threads > 0 ? common.threads : undefined,
+    wasmThreads: common.wasmThreads,
+    log: (msg, fields) => log.info(fields ?? {}, msg),
+  });
+  log.info({ backend: backend.name, reason: backend.reason, skipped: backend.skipped }, `backend: ${backend.name} (${backend.reason})`);
+  return backend.name;
+}
+
 export async function runTrain(data: string, choice: ComponentChoice, parsed: Record<string, unknown>): Promise<void> {
   const log = getLogger();
   const common: CommonOptions = resolveOptions(commonDefaults, readOptions(commonOptionTable, parsed));
@@ -95,9 +109,7 @@ export async function runTrain(data: string, choice: ComponentChoice, parsed: Re
   const taskC = getTask<object, TranslationTask>(choice.task);
   const { model: modelC, preset } = getArchitecture<object, TrainableModel, ModelDeps>(choice.arch);
   const critC = getCriterion<object, Criterion>(choice.criterion);
-  const { initBackend } = await import('../backend.js');
-  const backend = await initBackend({ backend: common.backend, threads: common.threads, wasmThreads: common.wasmThreads, log: (msg, fields) => log.info(fields ?? {}, msg) });
-  log.info({ backend: backend.name, reason: backend.reason, skipped: backend.skipped }, `backend: ${backend.name}`);
+  await startBackend(common);
 
   // 2. task: dictionaries and splits
   const taskOpts = resolveOptions(taskC.defaults, readOptions(taskC.options, parsed));

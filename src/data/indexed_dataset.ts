@@ -62,8 +62,29 @@ export class IndexedDatasetBuilder {
   }
 }
 
+/** A sequence of token-id arrays (an indexed dataset on disk, or sentences in memory). */
+export interface TokenDataset {
+  readonly sizes: Int32Array;
+  readonly length: number;
+  get(i: number): Int32Array;
+}
+
+/** Sentences already encoded in memory (interactive generation, distillation). */
+export class InMemoryDataset implements TokenDataset {
+  readonly sizes: Int32Array;
+  constructor(private readonly items: Int32Array[]) {
+    this.sizes = Int32Array.from(items, (x) => x.length);
+  }
+  get length(): number {
+    return this.items.length;
+  }
+  get(i: number): Int32Array {
+    return this.items[i]!;
+  }
+}
+
 /** Reads a whole mmap dataset into memory (our corpora are small enough; ids as Int32Array views). */
-export class IndexedDataset {
+export class IndexedDataset implements TokenDataset {
   readonly sizes: Int32Array;
   private readonly offsets: Float64Array;
   private readonly data: Uint16Array | Int32Array;

@@ -6,7 +6,7 @@
  * Collation yields plain typed arrays; trainers and generators turn them into tensors.
  */
 import { Dictionary } from './dictionary.js';
-import { IndexedDataset } from './indexed_dataset.js';
+import type { TokenDataset } from './indexed_dataset.js';
 
 export interface Batch {
   /** Sentence ids (line numbers in the split). */
@@ -36,8 +36,8 @@ export interface BatchingOptions {
 
 export class LanguagePairDataset {
   constructor(
-    readonly src: IndexedDataset,
-    readonly tgt: IndexedDataset | undefined,
+    readonly src: TokenDataset,
+    readonly tgt: TokenDataset | undefined,
     readonly srcDict: Dictionary,
     readonly tgtDict: Dictionary,
     /** Prepend BOS to source and target, as fairseq's translation_lev (NAT models, Difformer). */

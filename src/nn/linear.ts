@@ -105,8 +105,8 @@ function linearForward(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
  *  (bench/backend.ts). tfjs 4.22's wasm _FusedMatMul is wrong with transposes or batch > 1 (see
  *  docs/backend-notes.md); neither happens here. */
 function linearForwardBias(x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D): tf.Tensor2D {
-  if (x.shape[0] === 0 || x.shape[1] === 0 || w.shape[0] === 0) return tf.add<tf.Tensor2D>(mm(x, tf.transpose(w)), b);
-  return tf.fused.matMul({ a: x, b: tf.transpose(w), bias: b });
+  if (x.shape[0] === 0 || x.shape[1] === 0 || w.shape[0] === 0) return tf.add(mm(x, tf.transpose(w)), b) as tf.Tensor2D;
+  return tf.fused.matMul({ a: x, b: tf.transpose(w), bias: b }) as tf.Tensor2D;
 }
 
 function linearBackward(dy: tf.Tensor2D, x: tf.Tensor2D, w: tf.Tensor2D): [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D] {

@@ -32,6 +32,7 @@ import type { Criterion, LogSums, TrainableModel } from './types.js';
 import type { Dictionary } from '../data/dictionary.js';
 
 export interface TrainingOptions {
+  optimizer: 'adam';
   adamBetas: number[];
   adamEps: number;
   weightDecay: number;

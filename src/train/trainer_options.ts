@@ -6,6 +6,7 @@ import { boolFlag, choiceFlag, floatFlag, floatsFlag, intFlag, stringFlag, type 
 import type { TrainingOptions } from './trainer.js';
 
 export const trainingDefaults: Readonly<TrainingOptions> = Object.freeze({
+  optimizer: 'adam',
   adamBetas: [0.9, 0.999],
   adamEps: 1e-8,
   weightDecay: 0,
@@ -44,6 +45,7 @@ export const trainingDefaults: Readonly<TrainingOptions> = Object.freeze({
 });
 
 export const trainingOptionTable: OptionTable<TrainingOptions> = {
+  optimizer: choiceFlag('--optimizer', 'optimizer (Adam with decoupled weight decay, as fairseq)', ['adam'] as const),
   adamBetas: floatsFlag('--adam-betas', "Adam betas, e.g. '(0.9, 0.98)' or 0.9,0.98", 'B1,B2'),
   adamEps: floatFlag('--adam-eps', 'Adam epsilon'),
   weightDecay: floatFlag('--weight-decay', 'decoupled weight decay (as fairseq Adam)'),

@@ -177,7 +177,7 @@ test('attention init: fairseq scheme and BERT scheme', () => {
   assert.deepEqual(fair.names(), ['a.k_proj.weight', 'a.k_proj.bias', 'a.v_proj.weight', 'a.v_proj.bias', 'a.q_proj.weight', 'a.q_proj.bias', 'a.out_proj.weight', 'a.out_proj.bias']);
   const bert = new ParamStore(1);
   initMultiheadAttention(bert, 'a', { embedDim: 64, numHeads: 4, init: 'bert' });
-  const w = bert.get('a.k_proj.weight').dataSync();
+  const w = Array.from(bert.get('a.k_proj.weight').dataSync());
   const std = Math.sqrt(w.reduce((a, x) => a + x * x, 0) / w.length);
   assert.ok(Math.abs(std - 0.02) < 0.002, `std ${std}`);
   assert.ok(bert.get('a.q_proj.bias').dataSync().every((x) => x === 0));

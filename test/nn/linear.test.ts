@@ -92,8 +92,8 @@ function reference(p: Problem): { y: number[]; dx: number[]; dw: number[]; db: n
 
 type LinearFn = (x: tf.Tensor2D, w: tf.Tensor2D, b?: tf.Tensor1D) => tf.Tensor2D;
 const tfFormula: LinearFn = (x, w, b) => {
-  const y = tf.matMul(x, w, false, true);
-  return b === undefined ? y : tf.add<tf.Tensor2D>(y, b);
+  const y = tf.matMul(x, w, false, true) as tf.Tensor2D;
+  return b === undefined ? y : (tf.add(y, b) as tf.Tensor2D);
 };
 
 /** Value and gradients of L = sum(f(x, W, b) * R). */

@@ -1,0 +1,77 @@
+/**
+ * Registers fairseq's `transformer` model: its flags (declared once, fairseq names), the named
+ * architectures of models/transformer.ts, and the autoregressive generator hooks beam search
+ * needs. The network itself lives in models/transformer.ts.
+ */
+import type * as tf from '@tensorflow/tfjs';
+import { boolFlag, choiceFlag, floatFlag, intFlag, type OptionTable } from '../src/options.js';
+import type { ModelComponent } from '../src/registry.js';
+import type { AutoregressiveModel } from '../src/generate/generator.js';
+import type { ModelDeps } from '../src/cli/train.js';
+import {
+  TransformerModel,
+  disposeDecoderState,
+  disposeEncoderOut,
+  reorderEncoderOut,
+  transformerArchitectures,
+  transformerDefaults,
+  type DecoderState,
+  type EncoderOut,
+  type TransformerOptions,
+} from './transformer.js';
+
+export const transformerOptionTable: OptionTable<TransformerOptions> = {
+  encoderEmbedDim: intFlag('--encoder-embed-dim', 'encoder embedding dimension'),
+  encoderFfnEmbedDim: intFlag('--encoder-ffn-embed-dim', 'encoder FFN hidden dimension'),
+  encoderLayers: intFlag('--encoder-layers', 'encoder layers'),
+  encoderAttentionHeads: intFlag('--encoder-attention-heads', 'encoder attention heads'),
+  encoderNormalizeBefore: boolFlag('--encoder-normalize-before', 'pre-LN encoder layers'),
+  encoderLearnedPos: boolFlag('--encoder-learned-pos', 'learned encoder positions (default sinusoidal)'),
+  decoderEmbedDim: intFlag('--decoder-embed-dim', 'decoder embedding dimension'),
+  decoderFfnEmbedDim: intFlag('--decoder-ffn-embed-dim', 'decoder FFN hidden dimension'),
+  decoderLayers: intFlag('--decoder-layers', 'decoder layers'),
+  decoderAttentionHeads: intFlag('--decoder-attention-heads', 'decoder attention heads'),
+  decoderNormalizeBefore: boolFlag('--decoder-normalize-before', 'pre-LN decoder layers'),
+  decoderLearnedPos: boolFlag('--decoder-learned-pos', 'learned decoder positions (default sinusoidal)'),
+  dropout: floatFlag('--dropout', 'dropout probability'),
+  attentionDropout: floatFlag('--attention-dropout', 'dropout on attention weights'),
+  activationDropout: floatFlag('--activation-dropout', 'dropout after the FFN activation'),
+  activationFn: choiceFlag('--activation-fn', 'FFN activation', ['relu', 'gelu'] as const),
+  shareAllEmbeddings: boolFlag('--share-all-embeddings', 'one embedding table for encoder, decoder and output (joined dictionary)'),
+  shareDecoderInputOutputEmbed: boolFlag('--share-decoder-input-output-embed', 'tie the decoder input and output embeddings'),
+  noScaleEmbedding: boolFlag('--no-scale-embedding', "don't scale embeddings by sqrt(dim)"),
+  noTokenPositionalEmbeddings: boolFlag('--no-token-positional-embeddings', 'no position embeddings'),
+  maxSourcePositions: intFlag('--max-source-positions', 'max source length'),
+  maxTargetPositions: intFlag('--max-target-positions', 'max target length'),
+};
+
+/** The Transformer with the hooks the beam search generator uses. */
+export class AutoregressiveTransformer extends TransformerModel implements AutoregressiveModel<EncoderOut, DecoderState> {
+  readonly generatorFamily = 'autoregressive' as const;
+
+  get maxTargetPositions(): number {
+    return this.opts.maxTargetPositions;
+  }
+
+  reorderEncoderOut(e: EncoderOut, indices: tf.Tensor1D): EncoderOut {
+    return reorderEncoderOut(e, indices);
+  }
+
+  disposeEncoderOut(e: EncoderOut): void {
+    disposeEncoderOut(e);
+  }
+
+  disposeDecoderState(s: DecoderState): void {
+    disposeDecoderState(s);
+  }
+}
+
+export const transformerComponent: ModelComponent<TransformerOptions, AutoregressiveTransformer, ModelDeps> = {
+  name: 'transformer',
+  description: 'autoregressive encoder-decoder Transformer (Vaswani et al., fairseq)',
+  options: transformerOptionTable,
+  defaults: transformerDefaults,
+  build: (opts, deps) => new AutoregressiveTransformer(opts, { src: deps.srcDict, tgt: deps.tgtDict }, deps.seed),
+};
+
+export { transformerArchitectures };

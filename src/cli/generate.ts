@@ -1,0 +1,250 @@
+/**
+ * difformer-generate DATA --path CKPT: fairseq-generate (fairseq_cli/generate.py, v0.10.2).
+ *   1. load the checkpoint (config + dictionaries + weights); 2. backend; 3. task and split,
+ *   dictionaries checked against the checkpoint; 4. model and its generator family;
+ *   5. decode batches, print S-/T-/H-/D-/P- lines (scores in base 2) in batch order;
+ *   6. the final "Generate <subset> with beam=<b>: BLEU4 = ..." line.
+ * `--input -` reads raw sentences from stdin instead (fairseq-interactive): they are encoded
+ * with the data-bin's spm.model and source dictionary, and H-/D-/P- lines are printed.
+ */
+import { Command } from 'commander';
+import { createWriteStream, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Dictionary } from '../data/dictionary.js';
+import { LanguagePairDataset, type Batch } from '../data/language_pair_dataset.js';
+import { DifformerError } from '../errors.js';
+import { getLogger } from '../log.js';
+import { fairseqBleu, formatFairseqBleu, rougeLines } from '../metrics/index.js';
+import {
+  addOptions,
+  boolFlag,
+  commonDefaults,
+  commonOptionTable,
+  intFlag,
+  optionalStringFlag,
+  readOptions,
+  resolveOptions,
+  stringFlag,
+  type OptionTable,
+} from '../options.js';
+import { createProgress } from '../progress.js';
+import { getArchitecture, getTask, loadUserDir } from '../registry.js';
+import { loadCheckpoint, checkDictionaries, loadWeights, type LoadedCheckpoint } from '../train/checkpoint.js';
+import type { TrainableModel } from '../train/types.js';
+import type { TranslationTask } from '../../tasks/translation.js';
+import { buildGenerator, generatorOptionTables, resolveGeneratorOptions } from '../generate/index.js';
+import type { SequenceGenerator, Hypothesis } from '../generate/generator.js';
+import { registerBuiltins } from './builtins.js';
+import { prescan, startBackend, type ModelDeps } from './train.js';
+
+export interface GenerateOptions {
+  path: string | undefined;
+  genSubset: string;
+  batchSize: number | undefined;
+  maxTokens: number | undefined;
+  resultsPath: string | undefined;
+  quiet: boolean;
+  removeBpe: string | undefined;
+  postProcess: string | undefined;
+  input: string | undefined;
+  sourceLang: string | undefined;
+  targetLang: string | undefined;
+  maxSentences: number;
+}
+
+export const generateDefaults: Readonly<GenerateOptions> = Object.freeze({
+  path: undefined,
+  genSubset: 'test',
+  batchSize: undefined,
+  maxTokens: undefined,
+  resultsPath: undefined,
+  quiet: false,
+  removeBpe: undefined,
+  postProcess: undefined,
+  input: undefined,
+  sourceLang: undefined,
+  targetLang: undefined,
+  maxSentences: 0,
+});
+
+export const generateOptionTable: OptionTable<GenerateOptions> = {
+  path: optionalStringFlag('--path', 'checkpoint to generate with; MODEL:RERANKER for rerankers', 'FILE'),
+  genSubset: stringFlag('--gen-subset', 'data split to generate from', 'SPLIT'),
+  batchSize: intFlag('--batch-size', 'sentences per batch'),
+  maxTokens: intFlag('--max-tokens', 'tokens per batch'),
+  resultsPath: optionalStringFlag('--results-path', 'write output to DIR/generate-<subset>.txt instead of stdout', 'DIR'),
+  quiet: boolFlag('--quiet', 'only print the final score line'),
+  removeBpe: optionalStringFlag('--remove-bpe', "remove subword markers: 'sentencepiece' or a BPE continuation string such as '@@ '", 'KIND'),
+  postProcess: optionalStringFlag('--post-process', 'same as --remove-bpe', 'KIND'),
+  input: optionalStringFlag('--input', "'-' reads raw source sentences from stdin (interactive mode)", 'FILE'),
+  sourceLang: { ...optionalStringFlag('--source-lang', 'source language (default: from the checkpoint)', 'SRC'), short: '-s' },
+  targetLang: { ...optionalStringFlag('--target-lang', 'target language (default: from the checkpoint)', 'TGT'), short: '-t' },
+  maxSentences: intFlag('--max-sentences-to-generate', 'stop after this many sentences (0 = all)'),
+};
+
+export async function buildGenerateCommand(argv: string[]): Promise<Command> {
+  registerBuiltins();
+  const userDir = prescan(argv, ['--user-dir']);
+  if (userDir) await loadUserDir(userDir);
+  const cmd = new Command('generate')
+    .description('generate with a trained model: S-/T-/H-/D-/P- lines and a final BLEU4 line (fairseq-generate)')
+    .argument('<data>', 'data-bin directory');
+  addOptions(cmd, generateOptionTable, generateDefaults);
+  addOptions(cmd, commonOptionTable, commonDefaults);
+  for (const t of generatorOptionTables()) addOptions(cmd, t.table, t.defaults);
+  cmd.action(async (data: string, _o: unknown, self: Command) => {
+    await runGenerate(data, self.opts());
+  });
+  return cmd;
+}
+
+/** fairseq's --remove-bpe / --post-process. */
+export function postProcess(text: string, kind: string | undefined): string {
+  if (!kind) return text;
+  if (kind === 'sentencepiece') return text.replace(/ /g, '').replace(/\u2581/g, ' ').trim();
+  if (kind === 'none') return text;
+  const marker = kind === 'subword_nmt' ? '@@ ' : kind;
+  return `${text} `.split(marker).join('').trimEnd();
+}
+
+interface Loaded {
+  ckpt: LoadedCheckpoint;
+  model: TrainableModel;
+  task: TranslationTask;
+}
+
+async function loadModel(path: string, data: string, parsed: Record<string, unknown>, seed: number): Promise<Loaded> {
+  const ckpt = loadCheckpoint(path);
+  const cfg = ckpt.meta.config;
+  const taskC = getTask<object, TranslationTask>(cfg.task.name);
+  const taskOverrides: Record<string, unknown> = {};
+  if (parsed.sourceLang) taskOverrides.sourceLang = parsed.sourceLang;
+  if (parsed.targetLang) taskOverrides.targetLang = parsed.targetLang;
+  const task = await taskC.setup({ ...(cfg.task.options as object), ...taskOverrides }, data);
+  checkDictionaries(ckpt, task.srcDict, task.tgtDict);
+  const { model: modelC } = getArchitecture<object, TrainableModel, ModelDeps>(cfg.model.arch);
+  const model = modelC.build(cfg.model.options as object, { srcDict: task.srcDict, tgtDict: task.tgtDict, seed });
+  loadWeights(model.params, ckpt.weights);
+  return { ckpt, model, task };
+}
+
+function formatHypo(h: Hypothesis, dict: Dictionary, removeBpe: string | undefined): { str: string; score: string; pos: string } {
+  const str = postProcess(dict.string(h.tokens), removeBpe);
+  const score = String(h.score / Math.LN2);
+  const pos = Array.from(h.positionalScores, (s) => (s / Math.LN2).toFixed(4)).join(' ');
+  return { str, score, pos };
+}
+
+export async function runGenerate(data: string, parsed: Record<string, unknown>): Promise<void> {
+  const log = getLogger();
+  const opts = resolveOptions(generateDefaults, readOptions(generateOptionTable, parsed));
+  const common = resolveOptions(commonDefaults, readOptions(commonOptionTable, parsed));
+  if (!opts.path) throw new DifformerError('DIFFORMER_BAD_OPTION', '--path is required (a checkpoint written by difformer-train)');
+  const removeBpe = opts.removeBpe ?? opts.postProcess;
+  const [mainPath, ...extraPaths] = opts.path.split(':');
+
+  // 1-2. backend, checkpoint, task, model
+  await startBackend(common);
+  const main = await loadModel(mainPath!, data, parsed, common.seed);
+  const extra: Loaded[] = [];
+  for (const p of extraPaths) extra.push(await loadModel(p, data, parsed, common.seed));
+  const { task, model, ckpt } = main;
+  const genOpts = resolveGeneratorOptions(parsed);
+  const generator: SequenceGenerator = buildGenerator(ckpt.meta.config.model.name, model, { task, extra: extra.map((e) => e.model), options: genOpts, seed: common.seed });
+
+  // 3. what to decode
+  let dataset: LanguagePairDataset;
+  let rawSources: string[] | undefined;
+  if (opts.input !== undefined) {
+    rawSources = readInput(opts.input);
+    dataset = await interactiveDataset(task, rawSources);
+  } else {
+    dataset = task.loadDataset(opts.genSubset);
+  }
+  const n = opts.maxSentences > 0 ? Math.min(opts.maxSentences, dataset.length) : dataset.length;
+  const indices = Array.from({ length: n }, (_, i) => i);
+  const batches = dataset.batches(indices, {
+    maxTokens: opts.maxTokens,
+    batchSize: opts.batchSize ?? (opts.maxTokens ? undefined : 64),
+    requiredBatchSizeMultiple: 1,
+    maxSourcePositions: Infinity,
+    maxTargetPositions: Infinity,
+  });
+
+  // 4. decode and print
+  let out: (line: string) => void = (l) => process.stdout.write(`${l}\n`);
+  let stream: ReturnType<typeof createWriteStream> | undefined;
+  if (opts.resultsPath) {
+    mkdirSync(opts.resultsPath, { recursive: true });
+    stream = createWriteStream(join(opts.resultsPath, `generate-${opts.genSubset}.txt`));
+    out = (l) => stream!.write(`${l}\n`);
+  }
+  const hyps: string[] = new Array(n).fill('');
+  const refs: string[] = new Array(n).fill('');
+  const bar = createProgress(`generate ${opts.input !== undefined ? 'input' : opts.genSubset}`, n, ' | {sps} sent/s');
+  const t0 = Date.now();
+  let done = 0;
+  let ntok = 0;
+  for (const idx of batches) {
+    const batch: Batch = dataset.collate(idx);
+    const result = generator.generate(batch);
+    for (let b = 0; b < batch.bsz; b++) {
+      const id = batch.ids[b]!;
+      const srcRow = batch.srcTokens.subarray(b * batch.srcLen, b * batch.srcLen + batch.srcLengths[b]!);
+      const srcStr = rawSources ? rawSources[id]! : postProcess(task.srcDict.string(srcRow), removeBpe);
+      const hasTarget = dataset.tgt !== undefined && !rawSources;
+      const tgtStr = hasTarget ? postProcess(task.tgtDict.string(batch.target.subarray(b * batch.tgtLen, b * batch.tgtLen + batch.tgtLengths[b]!), { escapeUnk: true }), removeBpe) : '';
+      if (!opts.quiet) {
+        out(`S-${id}\t${srcStr}`);
+        if (hasTarget) out(`T-${id}\t${tgtStr}`);
+      }
+      result[b]!.forEach((h, rank) => {
+        const f = formatHypo(h, task.tgtDict, removeBpe);
+        if (!opts.quiet) {
+          out(`H-${id}\t${f.score}\t${f.str}`);
+          out(`D-${id}\t${f.score}\t${f.str}`);
+          out(`P-${id}\t${f.pos}`);
+        }
+        if (rank === 0) {
+          hyps[id] = f.str;
+          ntok += h.tokens.length;
+        }
+      });
+      refs[id] = tgtStr;
+    }
+    done += batch.bsz;
+    bar.update(done, { sps: (done / Math.max(1e-3, (Date.now() - t0) / 1000)).toFixed(1) });
+  }
+  bar.stop();
+  const secs = (Date.now() - t0) / 1000;
+  log.info({ sentences: n, tokens: ntok, seconds: secs, sentencesPerSecond: n / Math.max(secs, 1e-6) }, `translated ${n} sentences (${ntok} tokens) in ${secs.toFixed(1)}s (${(n / Math.max(secs, 1e-6)).toFixed(2)} sentences/s, ${(ntok / Math.max(secs, 1e-6)).toFixed(2)} tokens/s)`);
+
+  // 5. the final score line
+  if (!rawSources && dataset.tgt) {
+    if (task.metric === 'rouge') for (const l of rougeLines(hyps, refs)) out(`Generate ${opts.genSubset} with beam=${generator.beamLabel}: ${l}`);
+    out(`Generate ${opts.genSubset} with beam=${generator.beamLabel}: ${formatFairseqBleu(fairseqBleu(hyps, refs), 4)}`);
+  }
+  if (stream) await new Promise<void>((res) => stream!.end(res));
+  model.dispose();
+  for (const e of extra) e.model.dispose();
+}
+
+function readInput(input: string): string[] {
+  const text = input === '-' ? readFileSync(0, 'utf8') : readFileSync(input, 'utf8');
+  const lines = text.split('\n');
+  if (lines[lines.length - 1] === '') lines.pop();
+  return lines;
+}
+
+/** Raw sentences -> an in-memory dataset encoded like the data-bin (spm.model + dictionary). */
+async function interactiveDataset(task: TranslationTask, lines: string[]): Promise<LanguagePairDataset> {
+  let encode = (l: string) => l;
+  if (task.spmModelPath) {
+    const { SentencePieceModel } = await import('../data/spm.js');
+    const spm = await SentencePieceModel.load(task.spmModelPath);
+    encode = (l) => spm.encodePieces(l).join(' ');
+  }
+  const { InMemoryDataset } = await import('../data/indexed_dataset.js');
+  const src = new InMemoryDataset(lines.map((l) => task.srcDict.encodeLine(encode(l))));
+  return new LanguagePairDataset(src, undefined, task.srcDict, task.tgtDict, task.opts.prependBos);
+}
