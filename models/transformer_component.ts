@@ -7,7 +7,7 @@ import type * as tf from '@tensorflow/tfjs';
 import { boolFlag, choiceFlag, floatFlag, intFlag, type OptionTable } from '../src/options.js';
 import type { ModelComponent } from '../src/registry.js';
 import type { AutoregressiveModel } from '../src/generate/generator.js';
-import type { ModelDeps } from '../src/cli/train.js';
+import type { ModelDeps } from '../src/train/types.js';
 import {
   TransformerModel,
   disposeDecoderState,

@@ -35,7 +35,7 @@ import type { TranslationTask } from '../../tasks/translation.js';
 import { buildGenerator, generatorOptionTables, resolveGeneratorOptions } from '../generate/index.js';
 import type { SequenceGenerator, Hypothesis } from '../generate/generator.js';
 import { registerBuiltins } from './builtins.js';
-import { prescan, startBackend, type ModelDeps } from './train.js';
+import { postProcess, prescan, startBackend, type ModelDeps } from './shared.js';
 
 export interface GenerateOptions {
   path: string | undefined;
@@ -96,15 +96,6 @@ export async function buildGenerateCommand(argv: string[]): Promise<Command> {
     await runGenerate(data, self.opts());
   });
   return cmd;
-}
-
-/** fairseq's --remove-bpe / --post-process. */
-export function postProcess(text: string, kind: string | undefined): string {
-  if (!kind) return text;
-  if (kind === 'sentencepiece') return text.replace(/ /g, '').replace(/\u2581/g, ' ').trim();
-  if (kind === 'none') return text;
-  const marker = kind === 'subword_nmt' ? '@@ ' : kind;
-  return `${text} `.split(marker).join('').trimEnd();
 }
 
 interface Loaded {

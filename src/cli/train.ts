@@ -7,33 +7,33 @@
  * the chosen components' own option tables are added, so `--help` lists them too.
  */
 import { Command } from 'commander';
-import type { Dictionary } from '../data/dictionary.js';
 import { getLogger } from '../log.js';
-import { addOptions, readOptions, resolveOptions, commonDefaults, commonOptionTable, type CommonOptions } from '../options.js';
+import { addOptions, boolFlag, intFlag, readOptions, resolveOptions, commonDefaults, commonOptionTable, type CommonOptions, type OptionTable } from '../options.js';
+import { generatorOptionTables, resolveGeneratorOptions, buildGenerator } from '../generate/index.js';
+import { fairseqBleu, fairseqBleuScore as bleuScore, rougeScores, sacreBleuCorpus } from '../metrics/index.js';
+import { postProcess, prescan, startBackend, type ModelDeps } from './shared.js';
+export type { ModelDeps };
+import type { LanguagePairDataset } from '../data/language_pair_dataset.js';
 import { getArchitecture, getCriterion, getTask, loadUserDir } from '../registry.js';
 import type { TranslationTask } from '../../tasks/translation.js';
 import type { Criterion, TrainableModel } from '../train/types.js';
 import { trainingDefaults, trainingOptionTable } from '../train/trainer_options.js';
 import { registerBuiltins } from './builtins.js';
 
-/** What a model component's build() receives. */
-export interface ModelDeps {
-  srcDict: Dictionary;
-  tgtDict: Dictionary;
-  seed: number;
+/** Validation by decoding (fairseq's --eval-bleu of the translation task). */
+export interface EvalOptions {
+  evalBleu: boolean;
+  evalTokenizedBleu: boolean;
+  evalBleuMaxSentences: number;
 }
 
-/** Reads `--name value` or `--name=value` from raw argv (the first pass). */
-export function prescan(argv: string[], names: string[]): string | undefined {
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    for (const n of names) {
-      if (a === n) return argv[i + 1];
-      if (a.startsWith(`${n}=`)) return a.slice(n.length + 1);
-    }
-  }
-  return undefined;
-}
+export const evalDefaults: Readonly<EvalOptions> = Object.freeze({ evalBleu: false, evalTokenizedBleu: false, evalBleuMaxSentences: 0 });
+
+export const evalOptionTable: OptionTable<EvalOptions> = {
+  evalBleu: boolFlag('--eval-bleu', 'decode the valid set at each validation and report BLEU (and ROUGE for summarization); generation flags (--beam, --lenpen, ...) apply'),
+  evalTokenizedBleu: boolFlag('--eval-tokenized-bleu', 'BLEU on whitespace tokens instead of sacreBLEU 13a'),
+  evalBleuMaxSentences: intFlag('--eval-bleu-max-sentences', 'decode at most N valid sentences for --eval-bleu (0 = all)'),
+};
 
 export interface ComponentChoice {
   task: string;
@@ -60,6 +60,8 @@ export async function buildTrainCommand(argv: string[]): Promise<Command> {
   cmd.option('--criterion <NAME>', 'training criterion (default: label_smoothed_cross_entropy)');
   addOptions(cmd, commonOptionTable, commonDefaults);
   addOptions(cmd, trainingOptionTable, trainingDefaults);
+  addOptions(cmd, evalOptionTable, evalDefaults);
+  for (const t of generatorOptionTables()) addOptions(cmd, t.table, t.defaults);
   // The chosen components' own flags; unknown names surface as a clear error when run.
   const parts = safeComponents(choice);
   if (parts.task) addOptions(cmd, parts.task.options, parts.task.defaults);
@@ -84,20 +86,6 @@ function safeComponents(choice: ComponentChoice) {
     arch: attempt(() => getArchitecture(choice.arch)),
     criterion: attempt(() => getCriterion(choice.criterion)),
   };
-}
-
-/** Brings up the tfjs backend from the common flags and logs what it got and why. */
-export async function startBackend(common: CommonOptions): Promise<string> {
-  const log = getLogger();
-  const { initBackend } = await import('../backend.js');
-  const backend = await initBackend({
-    backend: common.backend,
-    threads: common.threads > 0 ? common.threads : undefined,
-    wasmThreads: common.wasmThreads,
-    log: (msg, fields) => log.info(fields ?? {}, msg),
-  });
-  log.info({ backend: backend.name, reason: backend.reason, skipped: backend.skipped }, `backend: ${backend.name} (${backend.reason})`);
-  return backend.name;
 }
 
 export async function runTrain(data: string, choice: ComponentChoice, parsed: Record<string, unknown>): Promise<void> {
@@ -129,6 +117,12 @@ export async function runTrain(data: string, choice: ComponentChoice, parsed: Re
   log.info({ arch: choice.arch, model: modelC.name, criterion: criterion.name, params: model.params.numParams(), trainable: model.params.numParams({ trainableOnly: true }) }, `model ${choice.arch}, criterion ${criterion.name}, num. model params: ${model.params.numParams()} (num. trained: ${model.params.numParams({ trainableOnly: true })})`);
   log.info({ model: modelOpts, criterion: critOpts, training }, 'resolved options');
 
+  const evalOpts = resolveOptions(evalDefaults, readOptions(evalOptionTable, parsed));
+  const evaluate =
+    evalOpts.evalBleu && valid
+      ? (m: TrainableModel) => Promise.resolve(decodeAndScore(m, modelC.name, task, valid, evalOpts, parsed, training.seed))
+      : undefined;
+
   // 6. trainer and resume, 7. loop
   const { Trainer } = await import('../train/trainer.js');
   const trainer = new Trainer(training, {
@@ -144,6 +138,7 @@ export async function runTrain(data: string, choice: ComponentChoice, parsed: Re
       training,
     },
     log,
+    evaluate,
     maxSourcePositions: (taskOpts as { maxSourcePositions?: number }).maxSourcePositions ?? 1024,
     maxTargetPositions: (taskOpts as { maxTargetPositions?: number }).maxTargetPositions ?? 1024,
   });
@@ -151,4 +146,41 @@ export async function runTrain(data: string, choice: ComponentChoice, parsed: Re
   trainer.restore();
   await trainer.train();
   model.dispose();
+}
+
+/** Decodes (part of) the valid set and scores it: bleu, plus rouge1/2/L for summarization. */
+export function decodeAndScore(
+  model: TrainableModel,
+  modelName: string,
+  task: TranslationTask,
+  valid: LanguagePairDataset,
+  opts: EvalOptions,
+  parsed: Record<string, unknown>,
+  seed: number,
+): Record<string, number> {
+  const gen = buildGenerator(modelName, model, { task, extra: [], options: resolveGeneratorOptions(parsed), seed });
+  const n = opts.evalBleuMaxSentences > 0 ? Math.min(opts.evalBleuMaxSentences, valid.length) : valid.length;
+  const kind = task.spmModelPath ? 'sentencepiece' : undefined;
+  const hyps: string[] = [];
+  const refs: string[] = [];
+  const idx = Array.from({ length: n }, (_, i) => i);
+  for (const b of valid.batches(idx, { maxTokens: undefined, batchSize: 64, requiredBatchSizeMultiple: 1, maxSourcePositions: Infinity, maxTargetPositions: Infinity })) {
+    const batch = valid.collate(b);
+    const out = gen.generate(batch);
+    for (let i = 0; i < batch.bsz; i++) {
+      hyps.push(postProcess(task.tgtDict.string(out[i]![0]?.tokens ?? []), kind));
+      refs.push(postProcess(task.tgtDict.string(batch.target.subarray(i * batch.tgtLen, (i + 1) * batch.tgtLen), { escapeUnk: true }), kind));
+    }
+  }
+  const bleu = opts.evalTokenizedBleu ? fairseqBleu(hyps, refs) : undefined;
+  const scores: Record<string, number> = {
+    bleu: bleu ? bleuScore(bleu) : sacreBleuCorpus(hyps, [refs], { tokenize: '13a' }).score,
+  };
+  if (task.metric === 'rouge') {
+    const r = rougeScores(hyps, refs);
+    scores.rouge1 = 100 * r.rouge1.fmeasure;
+    scores.rouge2 = 100 * r.rouge2.fmeasure;
+    scores.rougeL = 100 * r.rougeL.fmeasure;
+  }
+  return scores;
 }

@@ -501,15 +501,17 @@ export function learnUnigram(table: WordTable, opts: LearnOptions): UnigramResul
     opts.onProgress?.(Math.min(round, rounds), rounds + 1);
     for (let sub = 0; sub < 2; sub++) {
       // E-step: expected piece counts by forward-backward over each word's lattice.
-      const lat = new Lattice(nc, pcodes, minScore());
+      const unk = minScore();
+      const lat = new Lattice(nc, pcodes, unk);
       const expected = new Float64Array(strs.length);
+      const sc = (k: number): number => (lat.ep[k]! < 0 ? unk : score[lat.ep[k]!]!);
+      let fwd = new Float64Array(64), bwd = new Float64Array(64);
       for (let w = 0; w < nWords; w++) {
         const len = start[w + 1]! - start[w]!;
         lat.fill(codes, start[w]!, start[w + 1]!);
-        const fwd = new Float64Array(len + 1).fill(-Infinity);
-        const bwd = new Float64Array(len + 1).fill(-Infinity);
+        if (fwd.length <= len) { fwd = new Float64Array(2 * len + 2); bwd = new Float64Array(2 * len + 2); }
+        fwd.fill(-Infinity, 0, len + 1); bwd.fill(-Infinity, 0, len + 1);
         fwd[0] = 0; bwd[len] = 0;
-        const sc = (k: number): number => (lat.ep[k]! < 0 ? minScore() : score[lat.ep[k]!]!);
         for (let k = 0; k < lat.n; k++) fwd[lat.ee[k]!] = logAdd(fwd[lat.ee[k]!]!, fwd[lat.es[k]!]! + sc(k));
         for (let k = lat.n - 1; k >= 0; k--) bwd[lat.es[k]!] = logAdd(bwd[lat.es[k]!]!, bwd[lat.ee[k]!]! + sc(k));
         const z = fwd[len]!;

@@ -5,6 +5,7 @@
  */
 import type * as tf from '@tensorflow/tfjs';
 import type { Batch } from '../data/language_pair_dataset.js';
+import type { Dictionary } from '../data/dictionary.js';
 import type { ParamStore } from '../nn/params.js';
 
 /** What the trainer needs of any model. */
@@ -40,4 +41,11 @@ export interface Criterion<M extends TrainableModel = TrainableModel> {
   forward(model: M, batch: Batch, training: boolean): CriterionOutput;
   /** fairseq's reduce_metrics: averages in base 2 ('loss', 'nll_loss', ...). */
   reduce(logs: LogSums): Record<string, number>;
+}
+
+/** What a model component's build() receives. */
+export interface ModelDeps {
+  srcDict: Dictionary;
+  tgtDict: Dictionary;
+  seed: number;
 }

@@ -1,0 +1,44 @@
+/**
+ * Helpers the compute subcommands share: the first pass over argv, backend start-up, the
+ * dependencies a model is built with, and fairseq's subword post-processing.
+ */
+import { getLogger } from '../log.js';
+import type { CommonOptions } from '../options.js';
+
+export type { ModelDeps } from '../train/types.js';
+
+/** Reads `--name value` or `--name=value` from raw argv (the first pass). */
+export function prescan(argv: string[], names: string[]): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    for (const n of names) {
+      if (a === n) return argv[i + 1];
+      if (a.startsWith(`${n}=`)) return a.slice(n.length + 1);
+    }
+  }
+  return undefined;
+}
+
+/** Brings up the tfjs backend from the common flags and logs what it got and why. */
+export async function startBackend(common: CommonOptions): Promise<string> {
+  const log = getLogger();
+  const { initBackend } = await import('../backend.js');
+  const backend = await initBackend({
+    backend: common.backend,
+    threads: common.threads > 0 ? common.threads : undefined,
+    wasmThreads: common.wasmThreads,
+    log: (msg, fields) => log.info(fields ?? {}, msg),
+  });
+  log.info({ backend: backend.name, reason: backend.reason, skipped: backend.skipped }, `backend: ${backend.name} (${backend.reason})`);
+  return backend.name;
+}
+
+/** fairseq's --remove-bpe / --post-process. */
+export function postProcess(text: string, kind: string | undefined): string {
+  if (!kind) return text;
+  if (kind === 'sentencepiece') return text.replace(/ /g, '').replace(/\u2581/g, ' ').trim();
+  if (kind === 'none') return text;
+  const marker = kind === 'subword_nmt' ? '@@ ' : kind;
+  return `${text} `.split(marker).join('').trimEnd();
+}
+

@@ -1,0 +1,111 @@
+/**
+ * The newcomer's commands on fixtures: preprocess -> train -> resume -> generate, fairseq's
+ * output format, and the user errors of training and generation.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { FIXTURES, runCli, tempDir } from '../helpers.js';
+
+const tmp = tempDir();
+after(() => tmp.cleanup());
+const BIN = join(tmp.path, 'bin');
+const RAW = join(FIXTURES, 'gettext');
+
+const trainArgs = (saveDir: string, maxUpdate: number, extra: string[] = []) => [
+  BIN, '--task', 'translation', '--arch', 'transformer_tiny', '--criterion', 'label_smoothed_cross_entropy',
+  '--label-smoothing', '0.1', '--optimizer', 'adam', '--lr', '1e-3', '--lr-scheduler', 'inverse_sqrt',
+  '--warmup-updates', '50', '--max-tokens', '512', '--seed', '1', '--save-dir', saveDir,
+  '--max-update', String(maxUpdate), '--log-format', 'json', '--log-interval', '1', ...extra,
+];
+
+/** Per-update training losses from json logs: update number -> loss string. */
+function losses(stderr: string): Map<number, string> {
+  const out = new Map<number, string>();
+  for (const line of stderr.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    const o = JSON.parse(line) as Record<string, string>;
+    if (o.loss && o.num_updates) out.set(Number(o.num_updates), o.loss);
+  }
+  return out;
+}
+
+before(() => {
+  const r = runCli('difformer-preprocess', ['-s', 'de', '-t', 'en', '--trainpref', join(RAW, 'train'), '--validpref', join(RAW, 'valid'), '--testpref', join(RAW, 'test'), '--destdir', BIN, '--joined-dictionary', '--spm-vocab-size', '500']);
+  assert.equal(r.code, 0, r.stderr);
+});
+
+test('train, then resume from checkpoint_last: the resumed updates reproduce the uninterrupted losses', () => {
+  const straight = runCli('difformer-train', trainArgs(join(tmp.path, 'ckA'), 12));
+  assert.equal(straight.code, 0, straight.stderr);
+  const first = runCli('difformer-train', trainArgs(join(tmp.path, 'ckB'), 6));
+  assert.equal(first.code, 0, first.stderr);
+  const resumed = runCli('difformer-train', trainArgs(join(tmp.path, 'ckB'), 12));
+  assert.equal(resumed.code, 0, resumed.stderr);
+  assert.match(resumed.stderr, /loaded checkpoint .*checkpoint_last\.safetensors \(epoch \d+ @ 6 updates\)/);
+  const a = losses(straight.stderr);
+  const b = losses(resumed.stderr);
+  assert.ok(b.size >= 4, `resumed run logged ${b.size} updates`);
+  for (const [u, loss] of b) assert.equal(loss, a.get(u), `loss at update ${u}`);
+  // fairseq's json fields
+  assert.match(straight.stderr, /"train_loss":"[\d.]+","train_nll_loss":"[\d.]+","train_ppl"/);
+  assert.match(straight.stderr, /"valid_loss":"[\d.]+"/);
+  const files = readdirSync(join(tmp.path, 'ckA'));
+  for (const f of ['checkpoint_last.safetensors', 'checkpoint_best.safetensors', 'checkpoint1.safetensors']) assert.ok(files.includes(f), `${f} in ${files.join(' ')}`);
+});
+
+test('generate prints S-/T-/H-/D-/P- lines and a final BLEU4 line that agrees with difformer-score', () => {
+  const ckpt = join(tmp.path, 'ckA', 'checkpoint_last.safetensors');
+  const g = runCli('difformer-generate', [BIN, '--path', ckpt, '--gen-subset', 'test', '--beam', '3', '--batch-size', '32', '--remove-bpe', 'sentencepiece', '--max-len-b', '10']);
+  assert.equal(g.code, 0, g.stderr);
+  const lines = g.stdout.trim().split('\n');
+  const last = lines[lines.length - 1]!;
+  assert.match(last, /^Generate test with beam=3: BLEU4 = [\d.]+, /);
+  for (const p of ['S', 'T', 'H', 'D', 'P']) assert.equal(lines.filter((l) => l.startsWith(`${p}-`)).length, 80, `${p}- lines`);
+  const h = lines.find((l) => l.startsWith('H-'))!.split('\t');
+  assert.equal(h.length, 3);
+  assert.ok(Number(h[1]) < 0, 'base-2 score');
+  const p = lines.find((l) => l.startsWith('P-'))!.split('\t')[1]!.split(' ');
+  assert.ok(p.every((x) => /^-?\d+\.\d{4}$/.test(x)), 'P- scores with 4 decimals');
+  const byId = (prefix: string, field: number) =>
+    lines.filter((l) => l.startsWith(prefix)).map((l) => l.split('\t')).sort((x, y) => Number(x[0]!.slice(2)) - Number(y[0]!.slice(2))).map((x) => x[field] ?? '');
+  writeFileSync(join(tmp.path, 'sys'), byId('H-', 2).join('\n') + '\n');
+  writeFileSync(join(tmp.path, 'ref'), byId('T-', 1).join('\n') + '\n');
+  const s = runCli('difformer-score', ['--sys', join(tmp.path, 'sys'), '--ref', join(tmp.path, 'ref')]);
+  assert.equal(s.stdout.trim(), last.replace(/^Generate test with beam=3: /, ''));
+  // --quiet prints only the score line; --results-path writes generate-test.txt
+  const q = runCli('difformer-generate', [BIN, '--path', ckpt, '--beam', '1', '--quiet', '--results-path', join(tmp.path, 'res'), '--max-len-b', '10']);
+  assert.equal(q.code, 0, q.stderr);
+  assert.equal(q.stdout, '');
+  assert.ok(existsSync(join(tmp.path, 'res', 'generate-test.txt')));
+});
+
+test('interactive: --input - reads raw sentences, encodes them with the data-bin spm model', () => {
+  const ckpt = join(tmp.path, 'ckA', 'checkpoint_last.safetensors');
+  const g = runCli('difformer-generate', [BIN, '--path', ckpt, '--input', '-', '--beam', '2', '--remove-bpe', 'sentencepiece', '--max-len-b', '5'], { input: 'Datei öffnen\nDrucken\n' });
+  assert.equal(g.code, 0, g.stderr);
+  assert.match(g.stdout, /^S-0\tDatei öffnen\nH-0\t-[\d.]+\t.*\nD-0\t/m);
+  assert.match(g.stdout, /^S-1\tDrucken$/m);
+  assert.doesNotMatch(g.stdout, /BLEU4/);
+});
+
+test('user errors: unknown arch, dictionary mismatch, missing checkpoint, NaN loss', () => {
+  const u = runCli('difformer-train', trainArgs(join(tmp.path, 'ckX'), 1, ['--arch', 'transfomer_tiny']));
+  assert.equal(u.code, 1);
+  assert.match(u.stderr, /unknown architecture 'transfomer_tiny' \(--arch\); known: .*transformer_tiny/);
+  // another data-bin with a different dictionary
+  const other = join(tmp.path, 'bin2');
+  const p = runCli('difformer-preprocess', ['-s', 'de', '-t', 'en', '--trainpref', join(RAW, 'valid'), '--testpref', join(RAW, 'test'), '--destdir', other, '--joined-dictionary']);
+  assert.equal(p.code, 0, p.stderr);
+  const ckpt = join(tmp.path, 'ckA', 'checkpoint_last.safetensors');
+  const m = runCli('difformer-generate', [other, '--path', ckpt]);
+  assert.equal(m.code, 1);
+  assert.match(m.stderr, /trained with a source dictionary of \d+ types, but the data has \d+ types/);
+  const miss = runCli('difformer-generate', [BIN, '--path', join(tmp.path, 'nope.safetensors')]);
+  assert.match(miss.stderr, /checkpoint not found: .*nope\.safetensors/);
+  const nan = runCli('difformer-train', trainArgs(join(tmp.path, 'ckNaN'), 5, ['--lr', '1e30', '--warmup-updates', '0', '--lr-scheduler', 'fixed']));
+  assert.equal(nan.code, 1, nan.stderr);
+  assert.match(nan.stderr, /error: loss is (NaN|Infinity|-Infinity) .* at update \d+; lower --lr/);
+  assert.doesNotMatch(nan.stderr, /^\s+at /m);
+});
