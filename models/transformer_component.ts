@@ -3,7 +3,7 @@
  * architectures of models/transformer.ts, and the autoregressive generator hooks beam search
  * needs. The network itself lives in models/transformer.ts.
  */
-import type * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs';
 import { boolFlag, choiceFlag, floatFlag, intFlag, type OptionTable } from '../src/options.js';
 import type { ModelComponent } from '../src/registry.js';
 import type { AutoregressiveModel } from '../src/generate/generator.js';
@@ -63,6 +63,23 @@ export class AutoregressiveTransformer extends TransformerModel implements Autor
 
   disposeDecoderState(s: DecoderState): void {
     disposeDecoderState(s);
+  }
+
+  /**
+   * Reranking score of candidate rows (fairseq's IterativeRefinementGenerator.rerank): teacher
+   * forcing on prevTokens [N, L] (EOS at position 0), mean log-prob of tokens 1.. over non-pad.
+   */
+  scoreCandidates(srcTokens: tf.Tensor2D, prevTokens: tf.Tensor2D): Float32Array {
+    const pad = this.dicts.tgt.padIndex;
+    return tf.tidy(() => {
+      const [n, l] = prevTokens.shape;
+      const logits = this.forward(srcTokens, prevTokens, false); // [N, L, V]
+      const lp = tf.logSoftmax(logits.slice([0, 0, 0], [n, l - 1, -1])); // output j-1 scores token j
+      const next = prevTokens.slice([0, 1], [n, l - 1]); // [N, L-1]
+      const picked = tf.sum(tf.mul(lp, tf.oneHot(next, lp.shape[2])), 2); // [N, L-1]
+      const mask = tf.cast(tf.notEqual(next, pad), 'float32');
+      return tf.div(tf.sum(tf.mul(picked, mask), 1), tf.maximum(tf.sum(mask, 1), 1)).dataSync() as Float32Array;
+    });
   }
 }
 

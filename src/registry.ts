@@ -26,6 +26,8 @@ export interface TaskComponent<O extends object, T = unknown> extends Component<
 
 /** A model component: named architectures are partial option objects (fairseq's arch presets). */
 export interface ModelComponent<O extends object, M = unknown, D = unknown> extends Component<O> {
+  /** The model reads pairs with BOS prepended to both sides (fairseq's translation_lev). */
+  readonly prependBos?: boolean;
   build(opts: O, deps: D): M;
 }
 

@@ -5,6 +5,8 @@
 import { registerArchitecture, registerCriterion, registerModel, registerTask } from '../registry.js';
 import { labelSmoothedCrossEntropyComponent } from '../../criterions/label_smoothed_cross_entropy.js';
 import { transformerArchitectures, transformerComponent } from '../../models/transformer_component.js';
+import { difformerArchitectures, difformerModelComponent } from '../../models/difformer.js';
+import { difformerCriterionComponent } from '../../criterions/difformer.js';
 import { summarizationTask } from '../../tasks/summarization.js';
 import { translationTask } from '../../tasks/translation.js';
 
@@ -18,4 +20,7 @@ export function registerBuiltins(): void {
   registerModel(transformerComponent);
   for (const [arch, preset] of Object.entries(transformerArchitectures)) registerArchitecture(transformerComponent.name, arch, preset);
   registerCriterion(labelSmoothedCrossEntropyComponent);
+  registerModel(difformerModelComponent);
+  for (const [arch, preset] of Object.entries(difformerArchitectures)) registerArchitecture(difformerModelComponent.name, arch, preset);
+  registerCriterion(difformerCriterionComponent);
 }

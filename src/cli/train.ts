@@ -101,6 +101,7 @@ export async function runTrain(data: string, choice: ComponentChoice, parsed: Re
 
   // 2. task: dictionaries and splits
   const taskOpts = resolveOptions(taskC.defaults, readOptions(taskC.options, parsed));
+  if (modelC.prependBos) Object.assign(taskOpts, { prependBos: true });
   const task = await taskC.setup(taskOpts, data);
   const train = task.loadDataset(training.trainSubset);
   const valid = task.hasSplit(training.validSubset) ? task.loadDataset(training.validSubset) : undefined;

@@ -353,24 +353,41 @@ function digamma(x: number): number {
 const logAdd = (a: number, b: number): number =>
   a === -Infinity ? b : b === -Infinity ? a : Math.max(a, b) + Math.log1p(Math.exp(-Math.abs(a - b)));
 
-/** Pieces as alphabet-index sequences in a trie: transitions keyed node * nChars + char. */
+/**
+ * Pieces as alphabet-index sequences in a trie whose transitions (node * nChars + char -> node)
+ * live in an open-addressing hash table on typed arrays (several times faster than a Map here).
+ */
 class Lattice {
-  private trans = new Map<number, number>();
-  private nodePiece: number[] = [-1];
+  private readonly keys: Int32Array;
+  private readonly vals: Int32Array;
+  private readonly shift: number;
+  private readonly nodePiece: Int32Array;
   // Edges of the current sentence: start, end, piece (-1 = unknown character).
   es: Int32Array = new Int32Array(1 << 12);
   ee: Int32Array = new Int32Array(1 << 12);
   ep: Int32Array = new Int32Array(1 << 12);
   n = 0;
+  private best = new Float64Array(64);
+  private back = new Int32Array(64);
 
-  constructor(private nChars: number, codes: ArrayLike<number>[], private unkScore: number) {
+  constructor(private readonly nChars: number, codes: ArrayLike<number>[], readonly unkScore: number) {
+    let total = 1;
+    for (const c of codes) total += c.length;
+    let bits = 4;
+    while (1 << bits < 2 * total) bits++;
+    this.keys = new Int32Array(1 << bits).fill(-1);
+    this.vals = new Int32Array(1 << bits);
+    this.shift = 32 - bits;
+    this.nodePiece = new Int32Array(total).fill(-1);
+    let nodes = 1;
     codes.forEach((c, id) => {
       let node = 0;
       for (let i = 0; i < c.length; i++) {
         const k = node * nChars + c[i]!;
-        let next = this.trans.get(k);
-        if (next === undefined) { next = this.nodePiece.length; this.nodePiece.push(-1); this.trans.set(k, next); }
-        node = next;
+        let h = Math.imul(k, 0x9e3779b1) >>> this.shift;
+        while (this.keys[h] !== -1 && this.keys[h] !== k) h = (h + 1) & (this.keys.length - 1);
+        if (this.keys[h] !== k) { this.keys[h] = k; this.vals[h] = nodes++; }
+        node = this.vals[h]!;
       }
       this.nodePiece[node] = id;
     });
@@ -384,17 +401,25 @@ class Lattice {
     this.es[this.n] = s; this.ee[this.n] = e; this.ep[this.n++] = p;
   }
 
-  /** All pieces over codes[from, to) (positions relative to `from`), sorted by start. */
+  /**
+   * All pieces over codes[from, to) (positions relative to `from`), sorted by start, plus an
+   * unknown-character edge wherever no single-character piece exists (as spm does).
+   * skipWhole leaves out the piece spanning the whole range (for second-best segmentations).
+   */
   fill(codes: Int32Array, from: number, to: number, skipWhole = false): void {
     this.n = 0;
+    const { keys, vals, nodePiece, nChars, shift } = this;
+    const mask = keys.length - 1;
     for (let i = from; i < to; i++) {
       let node = 0;
       let single = false;
       for (let j = i; j < to && codes[j]! >= 0; j++) {
-        const next = this.trans.get(node * this.nChars + codes[j]!);
-        if (next === undefined) break;
-        node = next;
-        const p = this.nodePiece[node]!;
+        const k = node * nChars + codes[j]!;
+        let h = Math.imul(k, 0x9e3779b1) >>> shift;
+        while (keys[h] !== k && keys[h] !== -1) h = (h + 1) & mask;
+        if (keys[h] !== k) break;
+        node = vals[h]!;
+        const p = nodePiece[node]!;
         if (p < 0 || (skipWhole && i === from && j === to - 1)) continue;
         this.add(i - from, j + 1 - from, p);
         if (j === i) single = true;
@@ -405,8 +430,10 @@ class Lattice {
 
   /** Best path over the filled edges: [score, piece ids (-1 unknown)], or null if none. */
   viterbi(len: number, score: Float64Array): [number, number[]] | null {
-    const best = new Float64Array(len + 1).fill(-Infinity);
-    const back = new Int32Array(len + 1).fill(-1);
+    if (this.best.length <= len) { this.best = new Float64Array(2 * len + 2); this.back = new Int32Array(2 * len + 2); }
+    const { best, back } = this;
+    best.fill(-Infinity, 0, len + 1);
+    back.fill(-1, 0, len + 1);
     best[0] = 0;
     for (let k = 0; k < this.n; k++) {
       const s = this.es[k]!, e = this.ee[k]!, p = this.ep[k]!;
@@ -417,6 +444,34 @@ class Lattice {
     const path: number[] = [];
     for (let pos = len; pos > 0; pos = this.es[back[pos]!]!) path.push(this.ep[back[pos]!]!);
     return [best[len]!, path.reverse()];
+  }
+
+  /** Adds count * P(edge) to expected[piece] (forward-backward; linear space, log space if it underflows). */
+  expect(len: number, score: Float64Array, prob: Float64Array, count: number, expected: Float64Array): void {
+    if (this.best.length <= len) { this.best = new Float64Array(2 * len + 2); this.back = new Int32Array(2 * len + 2); }
+    const fwd = this.best;
+    const bwd = new Float64Array(len + 1);
+    const { es, ee, ep, n } = this;
+    const unkProb = Math.exp(this.unkScore);
+    fwd.fill(0, 0, len + 1);
+    fwd[0] = 1; bwd[len] = 1;
+    for (let k = 0; k < n; k++) fwd[ee[k]!] += fwd[es[k]!]! * (ep[k]! < 0 ? unkProb : prob[ep[k]!]!);
+    for (let k = n - 1; k >= 0; k--) bwd[es[k]!] += bwd[ee[k]!]! * (ep[k]! < 0 ? unkProb : prob[ep[k]!]!);
+    const z = fwd[len]!;
+    if (z > 1e-280 && z < Infinity) {
+      for (let k = 0; k < n; k++) {
+        if (ep[k]! >= 0) expected[ep[k]!] += (count * fwd[es[k]!]! * prob[ep[k]!]! * bwd[ee[k]!]!) / z;
+      }
+      return;
+    }
+    const sc = (k: number): number => (ep[k]! < 0 ? this.unkScore : score[ep[k]!]!);
+    fwd.fill(-Infinity, 0, len + 1); bwd.fill(-Infinity);
+    fwd[0] = 0; bwd[len] = 0;
+    for (let k = 0; k < n; k++) fwd[ee[k]!] = logAdd(fwd[ee[k]!]!, fwd[es[k]!]! + sc(k));
+    for (let k = n - 1; k >= 0; k--) bwd[es[k]!] = logAdd(bwd[es[k]!]!, bwd[ee[k]!]! + sc(k));
+    for (let k = 0; k < n; k++) {
+      if (ep[k]! >= 0) expected[ep[k]!] += count * Math.exp(fwd[es[k]!]! + sc(k) + bwd[ee[k]!]! - fwd[len]!);
+    }
   }
 }
 
@@ -442,7 +497,12 @@ export function learnUnigram(table: WordTable, opts: LearnOptions): UnigramResul
   const wordChars = table.words.map((w) => [...w]);
   for (let w = 0; w < nWords; w++) start[w + 1] = start[w]! + wordChars[w]!.length;
   const codes = new Int32Array(start[nWords]!);
-  for (let w = 0, p = 0; w < nWords; w++) for (const ch of wordChars[w]!) codes[p++] = alpha.index.get(ch) ?? -1;
+  const unit = new Int32Array(start[nWords]! + nWords); // UTF-16 offset of each character (and end)
+  for (let w = 0, p = 0; w < nWords; w++) {
+    let u = 0;
+    for (const ch of wordChars[w]!) { unit[p + w] = u; u += ch.length; codes[p++] = alpha.index.get(ch) ?? -1; }
+    unit[p + w] = u;
+  }
 
   // Visits every valid multi-character substring (no unknown char, "▁" only first, one script).
   const substrings = (visit: (w: number, i: number, j: number, h: number) => void): void => {
@@ -471,14 +531,13 @@ export function learnUnigram(table: WordTable, opts: LearnOptions): UnigramResul
   const hist = new Uint32Array(1 << 16);
   for (const v of approx) if (v > 0) hist[Math.min(v, hist.length - 1)]!++;
   let threshold = hist.length - 1;
-  for (let acc = hist[threshold]!; threshold > 2 && acc + hist[threshold - 1]! <= 3 * seedSize;) acc += hist[--threshold]!;
+  for (let acc = hist[threshold]!; threshold > 2 && acc + hist[threshold - 1]! <= 1.5 * seedSize;) acc += hist[--threshold]!;
   const exact = new Map<string, number>();
   substrings((w, i, j, h) => {
     if (approx[h & MASK]! < threshold) return;
-    const s = wordChars[w]!.slice(i - start[w]!, j - start[w]!).join('');
+    const s = table.words[w]!.substring(unit[i + w]!, unit[j + w]!);
     exact.set(s, (exact.get(s) ?? 0) + table.counts[w]!);
   });
-  approx.fill(0);
   const seeds = [...exact].sort((x, y) => y[1] * [...y[0]].length - x[1] * [...x[0]].length || (x[0] < y[0] ? -1 : 1))
     .slice(0, seedSize);
   exact.clear();
@@ -501,24 +560,12 @@ export function learnUnigram(table: WordTable, opts: LearnOptions): UnigramResul
     opts.onProgress?.(Math.min(round, rounds), rounds + 1);
     for (let sub = 0; sub < 2; sub++) {
       // E-step: expected piece counts by forward-backward over each word's lattice.
-      const unk = minScore();
-      const lat = new Lattice(nc, pcodes, unk);
+      const lat = new Lattice(nc, pcodes, minScore());
+      const prob = score.map(Math.exp);
       const expected = new Float64Array(strs.length);
-      const sc = (k: number): number => (lat.ep[k]! < 0 ? unk : score[lat.ep[k]!]!);
-      let fwd = new Float64Array(64), bwd = new Float64Array(64);
       for (let w = 0; w < nWords; w++) {
-        const len = start[w + 1]! - start[w]!;
         lat.fill(codes, start[w]!, start[w + 1]!);
-        if (fwd.length <= len) { fwd = new Float64Array(2 * len + 2); bwd = new Float64Array(2 * len + 2); }
-        fwd.fill(-Infinity, 0, len + 1); bwd.fill(-Infinity, 0, len + 1);
-        fwd[0] = 0; bwd[len] = 0;
-        for (let k = 0; k < lat.n; k++) fwd[lat.ee[k]!] = logAdd(fwd[lat.ee[k]!]!, fwd[lat.es[k]!]! + sc(k));
-        for (let k = lat.n - 1; k >= 0; k--) bwd[lat.es[k]!] = logAdd(bwd[lat.es[k]!]!, bwd[lat.ee[k]!]! + sc(k));
-        const z = fwd[len]!;
-        for (let k = 0; k < lat.n; k++) {
-          if (lat.ep[k]! < 0) continue;
-          expected[lat.ep[k]!] += table.counts[w]! * Math.exp(fwd[lat.es[k]!]! + sc(k) + bwd[lat.ee[k]!]! - z);
-        }
+        lat.expect(start[w + 1]! - start[w]!, score, prob, table.counts[w]!, expected);
       }
       // M-step (variational Bayes as in spm), dropping rarely expected multi-char pieces.
       const ids = strs.map((_, i) => i).filter((i) => i < nc || expected[i]! >= 0.5);

@@ -14,6 +14,14 @@ import {
   type GenerationOptions,
   type SequenceGenerator,
 } from './generator.js';
+import {
+  buildDiffusionGenerator,
+  diffusionGenerationDefaults,
+  diffusionGenerationOptionTable,
+  type ArScorer,
+  type DiffusionGenerationOptions,
+  type DiffusionModel,
+} from './diffusion_sampler.js';
 
 export interface GeneratorDeps {
   task: { tgtDict: Dictionary; srcDict: Dictionary };
@@ -23,21 +31,42 @@ export interface GeneratorDeps {
   seed: number;
 }
 
-export type AllGenerationOptions = GenerationOptions;
+export type AllGenerationOptions = GenerationOptions & DiffusionGenerationOptions;
 
 export function generatorOptionTables(): { table: OptionTable<object>; defaults: object }[] {
-  return [{ table: generationOptionTable as OptionTable<object>, defaults: generationDefaults }];
+  return [
+    { table: generationOptionTable as OptionTable<object>, defaults: generationDefaults },
+    { table: diffusionGenerationOptionTable as OptionTable<object>, defaults: diffusionGenerationDefaults },
+  ];
 }
 
 export function resolveGeneratorOptions(parsed: Record<string, unknown>): AllGenerationOptions {
-  return resolveOptions(generationDefaults, readOptions(generationOptionTable, parsed));
+  return {
+    ...resolveOptions(generationDefaults, readOptions(generationOptionTable, parsed)),
+    ...resolveOptions(diffusionGenerationDefaults, readOptions(diffusionGenerationOptionTable, parsed)),
+  };
 }
 
 function isAutoregressive(m: TrainableModel): m is TrainableModel & AutoregressiveModel<unknown, unknown> {
   return (m as Partial<AutoregressiveModel<unknown, unknown>>).generatorFamily === 'autoregressive';
 }
 
+function isDiffusion(m: TrainableModel): m is TrainableModel & DiffusionModel {
+  return (m as Partial<DiffusionModel>).generatorFamily === 'diffusion';
+}
+
+function isScorer(m: TrainableModel): m is TrainableModel & ArScorer {
+  return typeof (m as Partial<ArScorer>).scoreCandidates === 'function';
+}
+
 export function buildGenerator(modelName: string, model: TrainableModel, deps: GeneratorDeps): SequenceGenerator {
   if (isAutoregressive(model)) return buildBeamSearchGenerator(model, deps.task.tgtDict, deps.options);
+  if (isDiffusion(model)) {
+    const reranker = deps.extra.find(isScorer);
+    if (deps.extra.length > 0 && !reranker) {
+      throw new DifformerError('DIFFORMER_BAD_OPTION', 'the second model of --path must be an autoregressive Transformer (used to rerank candidates)');
+    }
+    return buildDiffusionGenerator(model, { tgtDict: deps.task.tgtDict, options: deps.options, seed: deps.seed, reranker });
+  }
   throw new DifformerError('DIFFORMER_BAD_OPTION', `no generator for model '${modelName}'`);
 }

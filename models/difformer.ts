@@ -1,0 +1,417 @@
+/**
+ * Difformer (Gao et al., arXiv 2212.09412) as the official code builds it (zhjgao/difformer
+ * `difformer/difformer.py`, `difformer/modules.py`; reference-brief sections 1.1-1.4): a fairseq
+ * NAT encoder-decoder whose decoder denoises latent token embeddings.
+ *
+ *   encoder:  x = P_enc_in(s E[src]) + pos; dropout; post-LN layers          s = sqrt(latent)
+ *   length:   logits = W_len · meanpool(H) over non-pad source             256 classes
+ *   target:   z0 = s E[y]  (LN over the latent dims with --embed-norm-before-proj, the paper's way)
+ *   q_sample: z_t = sqrt(ab_t) z0 + F sqrt(1 - ab_t) eps                      t per sentence
+ *   decoder:  h = SC([P_in z_t ; P_in z0hat_prev]) + TimeMLP(sin(t_model)) + pos(mask);
+ *             embed LN (official: after projection); dropout; BIDIRECTIONAL layers with key
+ *             padding and cross-attention; z0hat = P_out(h)
+ *   logits:   z · Eᵀ (tied, unscaled, no bias)
+ *
+ * Training step (`forward`, brief 1.4): t ~ U{0..T-1} per sentence, one self-conditioning coin
+ * per batch (p = 0.5) whose first pass runs with dropout on and off the gradient tape.
+ *
+ * Randomness (t, eps, the coin, dropout) comes from the model's seeded `params.rng`, whose state
+ * a checkpoint stores, so runs are reproducible and resumable. Gaussian noise is drawn in JS
+ * (Box-Muller, `Rng.fillNormal`) and uploaded, not with tfjs's global random ops.
+ *
+ * Divergences: with `--vp-rf` the schedule is rescaled and the noise is NOT also multiplied by F
+ * (the official code does both, which lowers the SNR by F^4; brief 8.7). Decoder lengths beyond
+ * --max-target-positions are the sampler's concern (it clamps). Left out: embedding files,
+ * layerdrop, adaptive input/softmax, the `edm`/`cdcd` schedules.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { ModelDeps } from '../src/train/types.js';
+import {
+  alphaBarFn,
+  betasForAlphaBar,
+  diffusionFromBetas,
+  modelTimestep,
+  vpRescaledAlphaBar,
+  type Diffusion,
+} from '../src/diffusion/schedule.js';
+import { DifformerError } from '../src/errors.js';
+import { paddingBias } from '../src/nn/attention.js';
+import { dropout, type ForwardContext } from '../src/nn/dropout.js';
+import { embed, initEmbedding } from '../src/nn/embedding.js';
+import { activation, linearInit } from '../src/nn/ffn.js';
+import { initLayerNorm, layerNorm } from '../src/nn/layer_norm.js';
+import { linear, linearNd } from '../src/nn/linear.js';
+import { normal, ParamStore, tidyObject, torchLinearWeight, type InitStyle } from '../src/nn/params.js';
+import { embedPositions, initPositions } from '../src/nn/positions.js';
+import { initProjection, project, type ProjectionInit } from '../src/nn/projection.js';
+import { decoderLayer, encoderLayer, initDecoderLayer, initEncoderLayer, type LayerOptions } from '../src/nn/transformer_layer.js';
+import type { ModelComponent } from '../src/registry.js';
+import { checkDifformerOptions, difformerDefaults, difformerOptionTable, type DifformerDicts, type DifformerOptions } from './difformer_options.js';
+import { disposeEncoderOut, reorderEncoderOut, type EncoderOut } from './transformer.js';
+
+export * from './difformer_options.js';
+export type { EncoderOut };
+
+/** Length classes of fairseq's NAT length head. */
+export const LENGTH_CLASSES = 256;
+const LENGTH_OFFSET = 128;
+
+/** fairseq forward_length_prediction: tgt - src + 128 (offset) or tgt, clamped to [0, 255]; lengths count BOS/EOS. */
+export function lengthClass(tgtLen: number, srcLen: number, offset: boolean): number {
+  const c = offset ? tgtLen - srcLen + LENGTH_OFFSET : tgtLen;
+  return Math.min(LENGTH_CLASSES - 1, Math.max(0, c));
+}
+
+/** Inverse of `lengthClass` at inference: class - 128 + src (offset) or class. No clamping. */
+export function lengthFromClass(cls: number, srcLen: number, offset: boolean): number {
+  return offset ? cls - LENGTH_OFFSET + srcLen : cls;
+}
+
+/**
+ * improved-diffusion's timestep_embedding: [cos(t f_i) | sin(t f_i)], f_i = exp(-ln(10000) i / half),
+ * i < half = floor(dim / 2), a zero column when dim is odd. One row per entry of `t`.
+ */
+export function timestepEmbedding(t: ArrayLike<number>, dim: number): Float32Array {
+  const half = Math.floor(dim / 2);
+  const out = new Float32Array(t.length * dim);
+  for (let r = 0; r < t.length; r++) {
+    for (let i = 0; i < half; i++) {
+      const a = t[r]! * Math.exp((-Math.log(10000) * i) / half);
+      out[r * dim + i] = Math.cos(a);
+      out[r * dim + half + i] = Math.sin(a);
+    }
+  }
+  return out;
+}
+
+/**
+ * Runs `f` off the gradient tape: ops inside a customGrad forward are not recorded, and the
+ * gradient into `anchor` is zero (torch.no_grad / detach for the self-conditioning first pass).
+ */
+export function untaped<T extends tf.Tensor>(anchor: tf.Tensor, f: () => T): T {
+  const shape = anchor.shape;
+  const op = tf.customGrad((_a: tf.Tensor | tf.GradSaveFunc) => ({ value: f(), gradFunc: () => [tf.zeros(shape)] }));
+  return op(anchor) as T;
+}
+
+/** What `forward` (one training step's network part) returns; the criterion turns it into losses. */
+export interface DifformerForwardOutput {
+  z0: tf.Tensor3D; // [B, L, D] s·E[y], not detached
+  z0hat: tf.Tensor3D; // [B, L, D] second (gradient) pass
+  /** 1 at non-pad target positions. [B, L] float32 */
+  mask: tf.Tensor2D;
+  lengthLogits: tf.Tensor2D; // [B, 256]
+  lengthTarget: tf.Tensor1D; // [B] int32 classes
+  /** Sampled timesteps (0..T-1), one per sentence. */
+  t: Int32Array;
+  /** Whether this batch's coin turned self-conditioning on. */
+  selfCondUsed: boolean;
+}
+
+/** Random choices of a training forward that a caller may fix (tests, analyses). */
+export interface ForwardDraws {
+  /** Timestep per sentence, 0..T-1. */
+  t?: Int32Array;
+  /** eps [B, L, D]. */
+  noise?: tf.Tensor3D;
+  /** The self-conditioning coin (ignored without --self-cond). */
+  selfCond?: boolean;
+}
+
+function layerOptions(o: DifformerOptions, side: 'encoder' | 'decoder'): LayerOptions {
+  const enc = side === 'encoder';
+  return {
+    embedDim: o.modelDim,
+    ffnEmbedDim: enc ? o.encoderFfnEmbedDim : o.decoderFfnEmbedDim,
+    attentionHeads: enc ? o.encoderAttentionHeads : o.decoderAttentionHeads,
+    normalizeBefore: false, // post-LN, as every official architecture
+    dropout: o.dropout,
+    attentionDropout: o.attentionDropout,
+    activationDropout: o.activationDropout,
+    activationFn: o.activationFn,
+  };
+}
+
+export class DifformerModel {
+  readonly generatorFamily = 'diffusion' as const;
+  readonly params: ParamStore;
+  readonly opts: Readonly<DifformerOptions>;
+  readonly dicts: DifformerDicts;
+  /** s: sqrt(latentDim), or 1 with --no-scale-embedding (encoder and decoder). */
+  readonly embedScale: number;
+  /** The training process q(z_t | z0) (float64 quantities). */
+  readonly diffusion: Diffusion;
+  /** Multiplies eps in q_sample: F, or 1 under --vp-rf (the schedule carries F there). */
+  readonly noiseScale: number;
+  private readonly enc: LayerOptions;
+  private readonly dec: LayerOptions;
+
+  constructor(opts: DifformerOptions, dicts: DifformerDicts, seed = 1) {
+    checkDifformerOptions(opts, dicts);
+    this.opts = Object.freeze({ ...opts });
+    this.dicts = dicts;
+    this.enc = layerOptions(opts, 'encoder');
+    this.dec = layerOptions(opts, 'decoder');
+    this.embedScale = opts.noScaleEmbedding ? 1 : Math.sqrt(opts.latentDim);
+    const alphaBar = opts.vpRf ? vpRescaledAlphaBar(alphaBarFn(opts.noiseSchedule), opts.rescalingFactor) : alphaBarFn(opts.noiseSchedule);
+    this.diffusion = diffusionFromBetas(betasForAlphaBar(opts.diffusionSteps, alphaBar));
+    this.noiseScale = opts.vpRf ? 1 : opts.rescalingFactor;
+    this.params = new ParamStore(seed);
+    this.build();
+  }
+
+  /** Parameters in fairseq module order, with the official code's (PyTorch state-dict) names. */
+  private build(): void {
+    const o = this.opts;
+    const p = this.params;
+    const { src, tgt } = this.dicts;
+    // The decoder's init_bert_params also re-initialises anything it shares with the encoder.
+    const decInit: InitStyle = o.applyBertInit ? 'bert' : 'fairseq';
+    const projected = o.latentDim !== o.modelDim; // else all three projections are identity
+    initEmbedding(p, 'encoder.embed_tokens.weight', src.size, o.latentDim, src.padIndex, o.shareAllEmbeddings ? decInit : 'fairseq');
+    if (projected) {
+      const init = o.shareProjectInDim ? projectionInit(o.latentDim, decInit) : projectionInit(o.latentDim, 'fairseq');
+      initProjection(p, 'encoder.project_in_dim', o.latentDim, o.modelDim, init);
+    }
+    initPositions(p, 'encoder.embed_positions', { maxPositions: o.maxSourcePositions, dim: o.modelDim, padIndex: src.padIndex, learned: o.encoderLearnedPos });
+    for (let i = 0; i < o.encoderLayers; i++) initEncoderLayer(p, `encoder.layers.${i}`, this.enc);
+
+    if (o.shareAllEmbeddings) p.alias('decoder.embed_tokens.weight', 'encoder.embed_tokens.weight');
+    else initEmbedding(p, 'decoder.embed_tokens.weight', tgt.size, o.latentDim, tgt.padIndex, decInit);
+    p.alias('decoder.output_projection.weight', 'decoder.embed_tokens.weight');
+    if (projected) {
+      if (o.shareProjectInDim) p.alias('decoder.project_in_dim.weight', 'encoder.project_in_dim.weight');
+      else initProjection(p, 'decoder.project_in_dim', o.latentDim, o.modelDim, projectionInit(o.latentDim, decInit));
+      initProjection(p, 'decoder.project_out_dim', o.modelDim, o.latentDim, projectionInit(o.modelDim, decInit));
+    }
+    initPositions(p, 'decoder.embed_positions', {
+      maxPositions: o.maxTargetPositions,
+      dim: o.modelDim,
+      padIndex: tgt.padIndex,
+      learned: o.decoderLearnedPos,
+      init: decInit,
+    });
+    for (let i = 0; i < o.decoderLayers; i++) initDecoderLayer(p, `decoder.layers.${i}`, this.dec, decInit);
+    p.create('decoder.embed_length.weight', [LENGTH_CLASSES, o.modelDim], normal(o.applyBertInit ? 0.02 : o.modelDim ** -0.5));
+    if (o.embedNorm) initLayerNorm(p, 'decoder.embed_norm', o.embedNormBeforeProj ? o.latentDim : o.modelDim, { affine: o.embedNormAffine });
+    if (o.selfCond) {
+      const d = o.selfCondBeforeProj ? o.latentDim : o.modelDim; // build_ffn(2d, d, d): Linear, act, Linear, Dropout
+      initProjection(p, 'decoder.self_cond_proj.0', 2 * d, d, linearInit(2 * d, decInit));
+      initProjection(p, 'decoder.self_cond_proj.2', d, d, linearInit(d, decInit));
+    }
+    initProjection(p, 'decoder.embed_time.0', o.modelDim, 4 * o.modelDim, linearInit(o.modelDim, decInit));
+    initProjection(p, 'decoder.embed_time.2', 4 * o.modelDim, o.modelDim, linearInit(4 * o.modelDim, decInit));
+  }
+
+  private ctx(training: boolean): ForwardContext {
+    return { training, rng: this.params.rng };
+  }
+
+  get padIndex(): number {
+    return this.dicts.tgt.padIndex;
+  }
+
+  get latentDim(): number {
+    return this.opts.latentDim;
+  }
+
+  /** Bias-free latent -> model projection (identity when the widths agree). [B, L, D] -> [B, L, C] */
+  private projectIn(side: 'encoder' | 'decoder', x: tf.Tensor3D): tf.Tensor3D {
+    const name = `${side}.project_in_dim.weight`;
+    if (!this.params.has(name)) return x;
+    return linearNd(x, this.params.get(name) as tf.Tensor2D) as tf.Tensor3D;
+  }
+
+  /** srcTokens [B, S] int32 (right-padded, BOS first). The caller disposes the result. */
+  encode(srcTokens: tf.Tensor2D, training: boolean): EncoderOut {
+    const p = this.params;
+    const ctx = this.ctx(training);
+    const pad = this.dicts.src.padIndex;
+    return tidyObject(() => {
+      const e = embed(p.get('encoder.embed_tokens.weight') as tf.Tensor2D, srcTokens, this.embedScale); // [B, S, D]
+      let x = tf.add(this.projectIn('encoder', e), embedPositions(p, 'encoder.embed_positions', srcTokens, pad)) as tf.Tensor3D; // [B, S, C]
+      x = dropout(x, this.opts.dropout, ctx);
+      const paddingMask = tf.cast(tf.equal(srcTokens, pad), 'float32') as tf.Tensor2D; // [B, S]
+      const bias = paddingBias(paddingMask);
+      for (let i = 0; i < this.opts.encoderLayers; i++) x = encoderLayer(p, `encoder.layers.${i}`, x, bias, this.enc, ctx);
+      return { out: x, paddingMask };
+    });
+  }
+
+  reorderEncoderOut(e: EncoderOut, indices: tf.Tensor1D): EncoderOut {
+    return reorderEncoderOut(e, indices);
+  }
+
+  disposeEncoderOut(e: EncoderOut): void {
+    disposeEncoderOut(e);
+  }
+
+  /** NAT forward_length (unnormalised): mean over non-pad source positions, then W_len. [B, 256] */
+  lengthLogits(encOut: EncoderOut): tf.Tensor2D {
+    return tf.tidy(() => {
+      const keep = tf.sub(1, encOut.paddingMask); // [B, S]
+      const sum = tf.sum(tf.mul(encOut.out, tf.expandDims(keep, 2)), 1); // [B, C]
+      let mean = tf.div(sum, tf.expandDims(tf.maximum(tf.sum(keep, 1), 1), 1)) as tf.Tensor2D; // [B, C]
+      if (this.opts.sgLengthPred) {
+        const m = mean;
+        mean = untaped(m, () => tf.clone(m));
+      }
+      return linear(mean, this.params.get('decoder.embed_length.weight') as tf.Tensor2D); // [B, 256]
+    });
+  }
+
+  /** Predicted target lengths (argmax class mapped back; incl. BOS/EOS), not clamped. */
+  predictLengths(encOut: EncoderOut): Int32Array {
+    const clsT = tf.tidy(() => tf.argMax(this.lengthLogits(encOut), 1));
+    const srcT = tf.tidy(() => tf.sum(tf.sub(1, encOut.paddingMask), 1));
+    const cls = clsT.dataSync();
+    const srcLens = srcT.dataSync();
+    tf.dispose([clsT, srcT]);
+    return Int32Array.from(cls, (c, i) => lengthFromClass(c, Math.round(srcLens[i]!), this.opts.predLengthOffset));
+  }
+
+  /** z0 = s·E[tokens] (LN over the latent dims with --embed-norm-before-proj). [B, L] -> [B, L, D] */
+  embedTarget(tokens: tf.Tensor2D): tf.Tensor3D {
+    return tf.tidy(() => {
+      const z = embed(this.params.get('decoder.embed_tokens.weight') as tf.Tensor2D, tokens, this.embedScale);
+      return this.opts.embedNorm && this.opts.embedNormBeforeProj ? layerNorm(this.params, 'decoder.embed_norm', z) : z;
+    });
+  }
+
+  /** Tied output layer: z [B, L, D] -> logits z·Eᵀ [B, L, V]. */
+  logits(z: tf.Tensor3D): tf.Tensor3D {
+    return linearNd(z, this.params.get('decoder.embed_tokens.weight') as tf.Tensor2D) as tf.Tensor3D;
+  }
+
+  /** One t ~ U{0..T-1} per sentence from the model's RNG. */
+  sampleTimesteps(batch: number): Int32Array {
+    return Int32Array.from({ length: batch }, () => this.params.rng.int(this.opts.diffusionSteps));
+  }
+
+  /** What the network sees as time: t * 1000 / T with --rescale-timesteps. */
+  modelTimesteps(t: ArrayLike<number>): Float32Array {
+    return Float32Array.from(t, (v) => modelTimestep(v, this.opts.diffusionSteps, this.opts.rescaleTimesteps));
+  }
+
+  /** z_t = sqrt(ab_t) z0 + F sqrt(1 - ab_t) eps, t per sentence; eps from the model's RNG unless given. */
+  qSample(z0: tf.Tensor3D, t: Int32Array, noise?: tf.Tensor3D): tf.Tensor3D {
+    const [b, l, d] = z0.shape;
+    if (t.length !== b) throw new Error(`qSample: ${t.length} timesteps for a batch of ${b}`);
+    const signal = Float32Array.from(t, (ti) => this.diffusion.sqrtAlphasCumprod[ti]!);
+    const sigma = Float32Array.from(t, (ti) => this.noiseScale * this.diffusion.sqrtOneMinusAlphasCumprod[ti]!);
+    return tf.tidy(() => {
+      const eps = noise ?? tf.tensor3d(this.params.rng.fillNormal(b * l * d, 0, 1), [b, l, d]);
+      return tf.add(tf.mul(z0, tf.tensor3d(signal, [b, 1, 1])), tf.mul(eps, tf.tensor3d(sigma, [b, 1, 1]))) as tf.Tensor3D;
+    });
+  }
+
+  /** build_ffn(2d, d, d) with dropout: [N, 2d] -> [N, d]. */
+  private selfCondProj(x: tf.Tensor3D, ctx: ForwardContext): tf.Tensor3D {
+    const [b, l, c2] = x.shape;
+    const h = activation(project(this.params, 'decoder.self_cond_proj.0', tf.reshape(x, [b * l, c2])), this.opts.activationFn);
+    const y = project(this.params, 'decoder.self_cond_proj.2', h); // [B*L, d]
+    return dropout(tf.reshape(y, [b, l, y.shape[1]]), this.opts.dropout, ctx);
+  }
+
+  /** TimeMLP(sinusoid(t_model)): one row per sentence, or one shared row. -> [B, 1, C] */
+  private timeEmbedding(tModel: Float32Array | number, batch: number): tf.Tensor3D {
+    const c = this.opts.modelDim;
+    const rows = typeof tModel === 'number' ? [tModel] : tModel;
+    const s = tf.tensor2d(timestepEmbedding(rows, c), [rows.length, c]);
+    const h = activation(project(this.params, 'decoder.embed_time.0', s), this.opts.activationFn);
+    const e = tf.reshape(project(this.params, 'decoder.embed_time.2', h), [rows.length, 1, c]) as tf.Tensor3D;
+    return rows.length === batch ? e : (tf.tile(e, [batch, 1, 1]) as tf.Tensor3D);
+  }
+
+  /** forward_hidden: self-conditioning, + time, + positions from the mask, embed LN, dropout. [B, L, C] */
+  private decoderInput(zt: tf.Tensor3D, tModel: Float32Array | number, mask: tf.Tensor2D, prev: tf.Tensor3D | null, ctx: ForwardContext): tf.Tensor3D {
+    const o = this.opts;
+    const [b] = zt.shape;
+    let h: tf.Tensor3D;
+    if (o.selfCond) {
+      const p0 = prev ?? tf.zerosLike(zt);
+      h = o.selfCondBeforeProj
+        ? this.projectIn('decoder', this.selfCondProj(tf.concat([zt, p0], 2), ctx)) // [B, L, 2D] -> [B, L, D] -> [B, L, C]
+        : this.selfCondProj(tf.concat([this.projectIn('decoder', zt), this.projectIn('decoder', p0)], 2), ctx); // [B, L, 2C] -> [B, L, C]
+    } else {
+      h = this.projectIn('decoder', zt);
+    }
+    h = tf.add(h, this.timeEmbedding(tModel, b));
+    // Positions come from the length mask: slot i of a row gets table row pad + 1 + i.
+    const pad = this.dicts.tgt.padIndex;
+    const posTokens = tf.cast(tf.add(mask, pad), 'int32') as tf.Tensor2D; // [B, L]
+    h = tf.add(h, embedPositions(this.params, 'decoder.embed_positions', posTokens, pad));
+    if (o.embedNorm && !o.embedNormBeforeProj) h = layerNorm(this.params, 'decoder.embed_norm', h);
+    return dropout(h, o.dropout, ctx);
+  }
+
+  /**
+   * The denoiser f(z_t, t; x) -> z0hat. zt [B, L, D]; tModel: network time per sentence (or one
+   * value for all); mask [B, L] float32, 1 at real positions; prev: previous z0hat (self-
+   * conditioning; null = zeros). -> [B, L, D]
+   */
+  denoise(zt: tf.Tensor3D, tModel: Float32Array | number, mask: tf.Tensor2D, encOut: EncoderOut, prev: tf.Tensor3D | null, training: boolean): tf.Tensor3D {
+    const ctx = this.ctx(training);
+    return tf.tidy(() => {
+      let h = this.decoderInput(zt, tModel, mask, prev, ctx); // [B, L, C]
+      const selfBias = paddingBias(tf.sub(1, mask) as tf.Tensor2D); // keys only: no causal mask
+      const cross = { encoderOut: encOut.out, bias: paddingBias(encOut.paddingMask) };
+      for (let i = 0; i < this.opts.decoderLayers; i++) h = decoderLayer(this.params, `decoder.layers.${i}`, h, selfBias, cross, this.dec, ctx);
+      return this.params.has('decoder.project_out_dim.weight')
+        ? (linearNd(h, this.params.get('decoder.project_out_dim.weight') as tf.Tensor2D) as tf.Tensor3D) // [B, L, D]
+        : h;
+    });
+  }
+
+  /**
+   * The network part of one training step (brief 1.4). srcTokens [B, S], tgtTokens [B, L] int32
+   * (BOS ... EOS, right-padded). Draws t, eps, the self-conditioning coin and dropout masks
+   * from `params.rng`, in that order; `draws` fixes any of the first three instead.
+   */
+  forward(srcTokens: tf.Tensor2D, tgtTokens: tf.Tensor2D, training: boolean, draws: ForwardDraws = {}): DifformerForwardOutput {
+    const o = this.opts;
+    let t: Int32Array = new Int32Array(0);
+    let selfCondUsed = false;
+    const out = tidyObject(() => {
+      const encOut = this.encode(srcTokens, training);
+      const lengthLogits = this.lengthLogits(encOut);
+      const mask = tf.cast(tf.notEqual(tgtTokens, this.dicts.tgt.padIndex), 'float32') as tf.Tensor2D; // [B, L]
+      const srcLen = tf.sum(tf.sub(1, encOut.paddingMask), 1); // [B]
+      const tgtLen = tf.sum(mask, 1); // [B]
+      const cls = o.predLengthOffset ? tf.add(tf.sub(tgtLen, srcLen), LENGTH_OFFSET) : tgtLen;
+      const lengthTarget = tf.cast(tf.clipByValue(cls, 0, LENGTH_CLASSES - 1), 'int32') as tf.Tensor1D;
+
+      const z0 = this.embedTarget(tgtTokens); // [B, L, D]
+      t = draws.t ?? this.sampleTimesteps(z0.shape[0]);
+      const tModel = this.modelTimesteps(t);
+      const zt = this.qSample(z0, t, draws.noise); // all positions, pad included, as the official code
+      let prev: tf.Tensor3D | null = null;
+      // One coin per batch (Python's random() in the official code), not per sentence.
+      if (o.selfCond && (draws.selfCond ?? this.params.rng.uniform() < 0.5)) {
+        selfCondUsed = true;
+        prev = untaped(zt, () => this.denoise(zt, tModel, mask, encOut, null, training));
+      }
+      const z0hat = this.denoise(zt, tModel, mask, encOut, prev, training);
+      return { z0, z0hat, mask, lengthLogits, lengthTarget };
+    });
+    return { ...out, t, selfCondUsed };
+  }
+
+  dispose(): void {
+    this.params.dispose();
+  }
+}
+
+/** Bias-free projection init: nn.Linear's default, or N(0, 0.02) under BERT init. */
+function projectionInit(inDim: number, style: InitStyle): ProjectionInit {
+  return { weight: style === 'bert' ? normal(0.02) : torchLinearWeight(inDim), bias: null };
+}
+
+export const difformerModelComponent: ModelComponent<DifformerOptions, DifformerModel, ModelDeps> = {
+  name: 'difformer',
+  description: 'Difformer: denoising diffusion Transformer on the embedding space (Gao et al.)',
+  prependBos: true,
+  options: difformerOptionTable,
+  defaults: difformerDefaults,
+  build: (opts, deps) => new DifformerModel(opts, { src: deps.srcDict, tgt: deps.tgtDict }, deps.seed),
+};

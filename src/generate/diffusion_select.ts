@@ -1,0 +1,104 @@
+/**
+ * Choosing one of the b1·b2 diffusion candidates of a sentence (official
+ * `difformer/generator.py`; reference-brief 1.5), and turning a raw argmax row into a
+ * fairseq-style hypothesis.
+ *
+ *   model     the candidate's own mean log-prob (positions < its length)
+ *   bleu-mbr  mean over the other non-empty candidates of sacreBLEU sentence_bleu(other, [this]),
+ *             divided by b - 1 (empty candidates keep their model score): self-agreement MBR
+ *   ar-rerank mean log-prob under an autoregressive model with teacher forcing (fairseq's
+ *             IterativeRefinementGenerator.rerank; the official `--ppl-mbr`), via `ArScorer`
+ *
+ * As the official generator, a selection mode only applies when b > 1, and the chosen score
+ * replaces the hypothesis score (so H- lines print a BLEU under bleu-mbr).
+ */
+import type * as tf from '@tensorflow/tfjs';
+import { sacreSentenceBleu } from '../metrics/sacrebleu.js';
+import type { Hypothesis } from './sequence_generator.js';
+
+export type CandidateSelection = 'model' | 'bleu-mbr' | 'ar-rerank';
+export const CANDIDATE_SELECTIONS: readonly CandidateSelection[] = ['model', 'bleu-mbr', 'ar-rerank'];
+
+/**
+ * An autoregressive model that scores candidates (the lead wires the AR Transformer in).
+ * `srcTokens` [N, S] int32: each candidate's source row, as in the batch (BOS first).
+ * `prevTokens` [N, L] int32: [EOS, c_1 .. c_{n-1}, pad ...], the candidate's raw argmax row
+ * (positions < its length) with position 0 overwritten by EOS, right-padded.
+ * Returns, per row, the mean over j >= 1 with prevTokens[j] != pad of
+ * log p(prevTokens[j] | prevTokens[< j], src): decoder output j - 1 scores token j.
+ */
+export interface ArScorer {
+  scoreCandidates(srcTokens: tf.Tensor2D, prevTokens: tf.Tensor2D): Float32Array;
+}
+
+/** The argmax row of one candidate at positions < its length, with its log-probs. */
+export interface RawCandidate {
+  tokens: Int32Array;
+  scores: Float32Array;
+  /** Mean of `scores` (natural log): the official hypothesis score. */
+  score: number;
+}
+
+export interface SpecialTokens {
+  bos: number;
+  pad: number;
+  eos: number;
+}
+
+/**
+ * Hypothesis tokens from a raw row: a leading BOS is dropped (translation_lev targets start with
+ * it), trailing pads are dropped, and EOS is appended (positional score 0, it was not
+ * predicted) unless the row already ends with it, so hypotheses end with EOS like the AR
+ * generator's. Tokens inside the row are kept as predicted (nothing is excluded from the argmax).
+ */
+export function toHypothesisTokens(raw: RawCandidate, ids: SpecialTokens): { tokens: Int32Array; positionalScores: Float32Array } {
+  let start = 0;
+  let end = raw.tokens.length;
+  if (end > 0 && raw.tokens[0] === ids.bos) start = 1;
+  while (end > start && raw.tokens[end - 1] === ids.pad) end--;
+  const ends = end > start && raw.tokens[end - 1] === ids.eos;
+  const n = end - start + (ends ? 0 : 1);
+  const tokens = new Int32Array(n);
+  const positionalScores = new Float32Array(n);
+  tokens.set(raw.tokens.subarray(start, end));
+  positionalScores.set(raw.scores.subarray(start, end));
+  if (!ends) tokens[n - 1] = ids.eos;
+  return { tokens, positionalScores };
+}
+
+/** fairseq's post_process for "@@ " BPE. */
+export function removeBpe(s: string, symbol = '@@ '): string {
+  return `${s} `.split(symbol).join('').trimEnd();
+}
+
+/** BLEU-MBR scores of one sentence's candidates (official bleu_rerank). */
+export function bleuMbrScores(strings: readonly string[], modelScores: readonly number[]): number[] {
+  const b = strings.length;
+  return strings.map((si, i) => {
+    if (!si) return modelScores[i]!;
+    let sum = 0;
+    for (let j = 0; j < b; j++) if (j !== i && strings[j]) sum += sacreSentenceBleu(strings[j]!, [si]).score;
+    return sum / (b - 1);
+  });
+}
+
+/** Candidate indices of one sentence, best first: by score, ties by position (argmax's first). */
+export function rankCandidates(scores: readonly number[]): number[] {
+  return scores.map((_, i) => i).sort((a, b) => scores[b]! - scores[a]! || a - b);
+}
+
+/** Build the sentence's hypotheses, best first, each scored by its selection score. */
+export function rankedHypotheses(raws: readonly RawCandidate[], selScores: readonly number[], ids: SpecialTokens): Hypothesis[] {
+  return rankCandidates(selScores).map((c) => ({ ...toHypothesisTokens(raws[c]!, ids), score: selScores[c]! }));
+}
+
+/** Rows [N, maxLen] for `ArScorer`: EOS at position 0, raw tokens 1..n-1, pad after. */
+export function arRerankRows(raws: readonly RawCandidate[], ids: SpecialTokens): { rows: Int32Array; width: number } {
+  const width = Math.max(1, ...raws.map((r) => r.tokens.length));
+  const rows = new Int32Array(raws.length * width).fill(ids.pad);
+  raws.forEach((r, i) => {
+    rows.set(r.tokens, i * width);
+    rows[i * width] = ids.eos;
+  });
+  return { rows, width };
+}
