@@ -7,19 +7,23 @@ import type { CommonOptions } from '../options.js';
 
 export type { ModelDeps } from '../train/types.js';
 
-/** Reads `--name value` or `--name=value` from raw argv (the first pass). */
+/**
+ * Reads `--name value` or `--name=value` from raw argv (the first pass). The last occurrence
+ * wins, as in commander's full parse, so both passes agree.
+ */
 export function prescan(argv: string[], names: string[]): string | undefined {
+  let found: string | undefined;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     for (const n of names) {
-      if (a === n) return argv[i + 1];
-      if (a.startsWith(`${n}=`)) return a.slice(n.length + 1);
+      if (a === n) found = argv[i + 1];
+      else if (a.startsWith(`${n}=`)) found = a.slice(n.length + 1);
     }
   }
-  return undefined;
+  return found;
 }
 
-/** Brings up the tfjs backend from the common flags and logs what it got and why. */
+/** Brings up the tfjs backend from the common flags (initBackend logs what it got and why). */
 export async function startBackend(common: CommonOptions): Promise<string> {
   const log = getLogger();
   const { initBackend } = await import('../backend.js');
@@ -29,7 +33,6 @@ export async function startBackend(common: CommonOptions): Promise<string> {
     wasmThreads: common.wasmThreads,
     log: (msg, fields) => log.info(fields ?? {}, msg),
   });
-  log.info({ backend: backend.name, reason: backend.reason, skipped: backend.skipped }, `backend: ${backend.name} (${backend.reason})`);
   return backend.name;
 }
 

@@ -428,8 +428,11 @@ class Lattice {
     }
   }
 
-  /** Best path over the filled edges: [score, piece ids (-1 unknown)], or null if none. */
-  viterbi(len: number, score: Float64Array): [number, number[]] | null {
+  /**
+   * Best path over the filled edges: [score, piece ids (-1 unknown)], or null if none. Ties go
+   * to the first-found edge as in spm; f32 repeats spm's float arithmetic so ties break alike.
+   */
+  viterbi(len: number, score: Float64Array, f32 = false): [number, number[]] | null {
     if (this.best.length <= len) { this.best = new Float64Array(2 * len + 2); this.back = new Int32Array(2 * len + 2); }
     const { best, back } = this;
     best.fill(-Infinity, 0, len + 1);
@@ -437,7 +440,7 @@ class Lattice {
     best[0] = 0;
     for (let k = 0; k < this.n; k++) {
       const s = this.es[k]!, e = this.ee[k]!, p = this.ep[k]!;
-      const v = best[s]! + (p < 0 ? this.unkScore : score[p]!);
+      const v = f32 ? Math.fround(best[s]! + Math.fround(p < 0 ? this.unkScore : score[p]!)) : best[s]! + (p < 0 ? this.unkScore : score[p]!);
       if (v > best[e]!) { best[e] = v; back[e] = k; }
     }
     if (back[len]! < 0) return null;
@@ -627,7 +630,7 @@ export function learnUnigram(table: WordTable, opts: LearnOptions): UnigramResul
       const chars = [...word];
       const c = Int32Array.from(chars, (ch) => alpha.index.get(ch) ?? -1);
       lat.fill(c, 0, c.length);
-      const path = lat.viterbi(c.length, score)![1];
+      const path = lat.viterbi(c.length, score, true)![1];
       const out: string[] = [];
       let pos = 0;
       path.forEach((p, k) => {

@@ -48,10 +48,17 @@ test('train, then resume from checkpoint_last: the resumed updates reproduce the
   const b = losses(resumed.stderr);
   assert.ok(b.size >= 4, `resumed run logged ${b.size} updates`);
   for (const [u, loss] of b) assert.equal(loss, a.get(u), `loss at update ${u}`);
-  // fairseq's json fields
-  assert.match(straight.stderr, /"train_loss":"[\d.]+","train_nll_loss":"[\d.]+","train_ppl"/);
-  assert.match(straight.stderr, /"valid_loss":"[\d.]+"/);
-  const files = readdirSync(join(tmp.path, 'ckA'));
+  // fairseq's json fields per log interval
+  for (const f of ['loss', 'nll_loss', 'ppl', 'wps', 'ups', 'wpb', 'bsz', 'num_updates', 'lr', 'gnorm', 'train_wall']) assert.match(straight.stderr, new RegExp(`"${f}":"[-\\d.e+]+"`), f);
+});
+
+test('a whole epoch: train_/valid_ fields and per-epoch, best and last checkpoints', () => {
+  const r = runCli('difformer-train', trainArgs(join(tmp.path, 'ckE'), 0, ['--max-epoch', '1', '--max-tokens', '4096']));
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /"train_loss":"[\d.]+","train_nll_loss":"[\d.]+","train_ppl":"[\d.]+","train_num_updates":"\d+"/);
+  assert.match(r.stderr, /"valid_loss":"[\d.]+","valid_nll_loss":"[\d.]+","valid_ppl":"[\d.]+","valid_best_loss":"[\d.]+"/);
+  assert.match(r.stderr, /done training: reached --max-epoch 1/);
+  const files = readdirSync(join(tmp.path, 'ckE'));
   for (const f of ['checkpoint_last.safetensors', 'checkpoint_best.safetensors', 'checkpoint1.safetensors']) assert.ok(files.includes(f), `${f} in ${files.join(' ')}`);
 });
 
