@@ -34,6 +34,7 @@ import type { TrainableModel } from '../train/types.js';
 import type { TranslationTask } from '../../tasks/translation.js';
 import { buildGenerator, generatorOptionTables, resolveGeneratorOptions } from '../generate/index.js';
 import type { SequenceGenerator, Hypothesis } from '../generate/generator.js';
+import type { DiffusionGenerator } from '../generate/diffusion_sampler.js';
 import { registerBuiltins } from './builtins.js';
 import { postProcess, prescan, startBackend, type ModelDeps } from './shared.js';
 
@@ -178,7 +179,9 @@ export async function runGenerate(data: string, parsed: Record<string, unknown>)
   let ntok = 0;
   for (const idx of batches) {
     const batch: Batch = dataset.collate(idx);
-    const result = generator.generate(batch);
+    const withHistory = genOpts.retainIterHistory && 'generateWithHistory' in generator;
+    const full = withHistory ? (generator as DiffusionGenerator).generateWithHistory(batch) : { hypos: generator.generate(batch), history: undefined };
+    const result = full.hypos;
     for (let b = 0; b < batch.bsz; b++) {
       const id = batch.ids[b]!;
       const srcRow = batch.srcTokens.subarray(b * batch.srcLen, b * batch.srcLen + batch.srcLengths[b]!);
@@ -189,7 +192,11 @@ export async function runGenerate(data: string, parsed: Record<string, unknown>)
         out(`S-${id}\t${srcStr}`);
         if (hasTarget) out(`T-${id}\t${tgtStr}`);
       }
-      result[b]!.forEach((h, rank) => {
+      // fairseq's E-<id>_<step> lines: the argmax tokens after each decoding step
+      full.history?.[b]?.forEach((tokens, step) => {
+        if (!opts.quiet) out(`E-${id}_${step}\t${postProcess(task.tgtDict.string(tokens), removeBpe)}`);
+      });
+      result[b]!.slice(0, genOpts.nbest).forEach((h, rank) => {
         const f = formatHypo(h, task.tgtDict, removeBpe);
         if (!opts.quiet) {
           out(`H-${id}\t${f.score}\t${f.str}`);

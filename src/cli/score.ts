@@ -21,6 +21,8 @@ export interface ScoreOptions {
   sacrebleu: boolean;
   tokenize: 'none' | '13a' | 'intl' | undefined;
   stemmer: boolean;
+  anisotropy: boolean;
+  path: string | undefined;
 }
 
 export const scoreDefaults: Readonly<ScoreOptions> = Object.freeze({
@@ -33,6 +35,8 @@ export const scoreDefaults: Readonly<ScoreOptions> = Object.freeze({
   sacrebleu: false,
   tokenize: undefined,
   stemmer: false,
+  anisotropy: false,
+  path: undefined,
 });
 
 export const scoreOptionTable: OptionTable<ScoreOptions> = {
@@ -52,7 +56,27 @@ export const scoreOptionTable: OptionTable<ScoreOptions> = {
     shownDefault: '13a for sacrebleu, whitespace for bleu',
   },
   stemmer: boolFlag('--stemmer', 'ROUGE: Porter-stem tokens longer than 3 characters (rouge-score use_stemmer)'),
+  anisotropy: boolFlag('--anisotropy', "report the anisotropy (the paper's Eq. 5) of the embedding table of --path"),
+  path: optionalStringFlag('--path', 'checkpoint for --anisotropy', 'FILE'),
 };
+
+/**
+ * Anisotropy of a checkpoint's (target) embedding table over its real tokens: special symbols
+ * and madeupword padding are left out.
+ */
+async function anisotropyLines(path: string): Promise<string[]> {
+  const { loadCheckpoint } = await import('../train/checkpoint.js');
+  const { anisotropy } = await import('../metrics/anisotropy.js');
+  const ckpt = loadCheckpoint(path);
+  const name = ['decoder.embed_tokens.weight', 'encoder.embed_tokens.weight'].find((n) => ckpt.weights.has(n));
+  if (!name) throw new DifformerError('DIFFORMER_BAD_CHECKPOINT', `${path} has no embedding table (decoder.embed_tokens.weight)`);
+  const w = ckpt.weights.get(name)!;
+  const [v, d] = w.shape as [number, number];
+  const symbols = ckpt.meta.dictionaries.tgt.symbols;
+  const exclude = symbols.map((sym, i) => (i < 4 || sym.startsWith('madeupword') ? i : -1)).filter((i) => i >= 0);
+  const value = anisotropy(w.data as Float32Array, v, d, { exclude });
+  return [`Anisotropy = ${value.toFixed(4)} (${name}: ${v - exclude.length} tokens x ${d} dims)`];
+}
 
 function readSys(path: string): string[] {
   if (path !== '-') return readLines(path).lines;
@@ -69,6 +93,12 @@ function readSys(path: string): string[] {
 
 /** Computes the requested score and returns the lines to print (also printed to stdout). */
 export async function runScore(opts: ScoreOptions, out: (line: string) => void = (l) => process.stdout.write(`${l}\n`)): Promise<string[]> {
+  if (opts.anisotropy) {
+    if (!opts.path) throw new DifformerError('DIFFORMER_BAD_OPTION', '--anisotropy needs --path CHECKPOINT');
+    const lines = await anisotropyLines(opts.path);
+    for (const l of lines) out(l);
+    return lines;
+  }
   if (!opts.ref) throw new DifformerError('DIFFORMER_BAD_OPTION', '--ref is required');
   const ref = readLines(opts.ref).lines;
   const sys = readSys(opts.sys);

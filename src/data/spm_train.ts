@@ -47,7 +47,9 @@ const CLEAN_ASCII = /^[\x21-\x7e]+(?: [\x21-\x7e]+)*$/;
  */
 export function normalizeText(line: string): string {
   if (CLEAN_ASCII.test(line)) return line; // fast path: most lines are already normal
-  return line.normalize('NFKC').replace(SPACES, ' ').replace(CONTROL, '').replace(/ {2,}/g, ' ').trim();
+  // Controls go before NFKC so that what they separated can still compose (keeps this idempotent).
+  const text = line.replace(SPACES, ' ').replace(CONTROL, '').normalize('NFKC');
+  return text.replace(SPACES, ' ').replace(/ {2,}/g, ' ').trim();
 }
 
 // ------------------------------------------------------------------ corpus
@@ -171,7 +173,7 @@ function tooBig(opts: LearnOptions, max: number): DifformerError {
 
 // ------------------------------------------------------------------ BPE
 
-export interface BpeResult {
+export interface LearnResult {
   pieces: SpmPiece[];
   /** The learner's own final segmentation of a training word type ("▁"-prefixed). */
   segment(word: string): string[] | undefined;
@@ -184,7 +186,7 @@ const KEY = 2 ** 22; // pair key = left * KEY + right
  * (pair -> word types), a max-heap with lazy invalidation; ties go to the smaller pair key
  * (symbol ids are assigned deterministically), so output is a pure function of the input.
  */
-export function learnBpe(table: WordTable, opts: LearnOptions): BpeResult {
+export function learnBpe(table: WordTable, opts: LearnOptions): LearnResult {
   const alpha = buildAlphabet(table, opts.characterCoverage ?? 0.9995);
   const maxLen = opts.maxPieceLength ?? 16;
   const target = opts.vocabSize - 3 - alpha.chars.length;
@@ -368,6 +370,7 @@ class Lattice {
   ep: Int32Array = new Int32Array(1 << 12);
   n = 0;
   private best = new Float64Array(64);
+  private aux = new Float64Array(64);
   private back = new Int32Array(64);
 
   constructor(private readonly nChars: number, codes: ArrayLike<number>[], readonly unkScore: number) {
@@ -391,6 +394,11 @@ class Lattice {
       }
       this.nodePiece[node] = id;
     });
+  }
+
+  private reserve(len: number): void {
+    if (this.best.length > len) return;
+    this.best = new Float64Array(2 * len + 2); this.aux = new Float64Array(2 * len + 2); this.back = new Int32Array(2 * len + 2);
   }
 
   private add(s: number, e: number, p: number): void {
@@ -430,18 +438,21 @@ class Lattice {
 
   /**
    * Best path over the filled edges: [score, piece ids (-1 unknown)], or null if none. Ties go
-   * to the first-found edge as in spm; f32 repeats spm's float arithmetic so ties break alike.
+   * to the first-found edge as in spm; f32 repeats spm's arithmetic so near-ties break alike.
    */
   viterbi(len: number, score: Float64Array, f32 = false): [number, number[]] | null {
-    if (this.best.length <= len) { this.best = new Float64Array(2 * len + 2); this.back = new Int32Array(2 * len + 2); }
+    this.reserve(len);
     const { best, back } = this;
     best.fill(-Infinity, 0, len + 1);
     back.fill(-1, 0, len + 1);
     best[0] = 0;
     for (let k = 0; k < this.n; k++) {
       const s = this.es[k]!, e = this.ee[k]!, p = this.ep[k]!;
-      const v = f32 ? Math.fround(best[s]! + Math.fround(p < 0 ? this.unkScore : score[p]!)) : best[s]! + (p < 0 ? this.unkScore : score[p]!);
-      if (v > best[e]!) { best[e] = v; back[e] = k; }
+      // spm (unigram_model.cc) adds a float score to the float path score in double precision
+      // (a ternary with a double branch) but stores the best in float; unknowns stay in float.
+      const v = !f32 ? best[s]! + (p < 0 ? this.unkScore : score[p]!)
+        : p < 0 ? Math.fround(best[s]! + Math.fround(this.unkScore)) : best[s]! + Math.fround(score[p]!);
+      if (v > best[e]!) { best[e] = f32 ? Math.fround(v) : v; back[e] = k; }
     }
     if (back[len]! < 0) return null;
     const path: number[] = [];
@@ -451,12 +462,11 @@ class Lattice {
 
   /** Adds count * P(edge) to expected[piece] (forward-backward; linear space, log space if it underflows). */
   expect(len: number, score: Float64Array, prob: Float64Array, count: number, expected: Float64Array): void {
-    if (this.best.length <= len) { this.best = new Float64Array(2 * len + 2); this.back = new Int32Array(2 * len + 2); }
-    const fwd = this.best;
-    const bwd = new Float64Array(len + 1);
+    this.reserve(len);
+    const { best: fwd, aux: bwd } = this;
     const { es, ee, ep, n } = this;
     const unkProb = Math.exp(this.unkScore);
-    fwd.fill(0, 0, len + 1);
+    fwd.fill(0, 0, len + 1); bwd.fill(0, 0, len + 1);
     fwd[0] = 1; bwd[len] = 1;
     for (let k = 0; k < n; k++) fwd[ee[k]!] += fwd[es[k]!]! * (ep[k]! < 0 ? unkProb : prob[ep[k]!]!);
     for (let k = n - 1; k >= 0; k--) bwd[es[k]!] += bwd[ee[k]!]! * (ep[k]! < 0 ? unkProb : prob[ep[k]!]!);
@@ -468,7 +478,7 @@ class Lattice {
       return;
     }
     const sc = (k: number): number => (ep[k]! < 0 ? this.unkScore : score[ep[k]!]!);
-    fwd.fill(-Infinity, 0, len + 1); bwd.fill(-Infinity);
+    fwd.fill(-Infinity, 0, len + 1); bwd.fill(-Infinity, 0, len + 1);
     fwd[0] = 0; bwd[len] = 0;
     for (let k = 0; k < n; k++) fwd[ee[k]!] = logAdd(fwd[ee[k]!]!, fwd[es[k]!]! + sc(k));
     for (let k = n - 1; k >= 0; k--) bwd[es[k]!] = logAdd(bwd[es[k]!]!, bwd[ee[k]!]! + sc(k));
@@ -478,8 +488,6 @@ class Lattice {
   }
 }
 
-export interface UnigramResult extends BpeResult {}
-
 /**
  * Unigram LM training as in spm: seed with the most frequent substrings (frequency x length),
  * then rounds of EM (forward-backward expected counts, digamma M-step, drop pieces expected
@@ -488,7 +496,7 @@ export interface UnigramResult extends BpeResult {}
  * round until vocabSize * 1.1 remain; the best-scoring vocabSize pieces are kept.
  * Characters of the alphabet are always kept.
  */
-export function learnUnigram(table: WordTable, opts: LearnOptions): UnigramResult {
+export function learnUnigram(table: WordTable, opts: LearnOptions): LearnResult {
   const alpha = buildAlphabet(table, opts.characterCoverage ?? 0.9995);
   const maxLen = opts.maxPieceLength ?? 16;
   const nc = alpha.chars.length;
@@ -541,8 +549,8 @@ export function learnUnigram(table: WordTable, opts: LearnOptions): UnigramResul
     const s = table.words[w]!.substring(unit[i + w]!, unit[j + w]!);
     exact.set(s, (exact.get(s) ?? 0) + table.counts[w]!);
   });
-  const seeds = [...exact].sort((x, y) => y[1] * [...y[0]].length - x[1] * [...x[0]].length || (x[0] < y[0] ? -1 : 1))
-    .slice(0, seedSize);
+  const seeds = [...exact].map(([s, f]) => [s, f, f * [...s].length] as const)
+    .sort((x, y) => y[2] - x[2] || (x[0] < y[0] ? -1 : 1)).slice(0, seedSize);
   exact.clear();
 
   let strs = [...alpha.chars, ...seeds.map((s) => s[0])];
@@ -620,9 +628,10 @@ export function learnUnigram(table: WordTable, opts: LearnOptions): UnigramResul
   const final = [...order, ...strs.map((_, i) => i).slice(0, nc)]
     .sort((x, y) => score[y]! - score[x]! || (strs[x]! < strs[y]! ? -1 : 1));
   keep(final);
+  score = score.map(Math.fround); // the model stores float32; segment with exactly those scores
   opts.onProgress?.(rounds + 1, rounds + 1);
   const pieces = metaPieces();
-  strs.forEach((s, i) => pieces.push({ piece: s, score: Math.fround(score[i]!), type: PieceType.NORMAL }));
+  strs.forEach((s, i) => pieces.push({ piece: s, score: score[i]!, type: PieceType.NORMAL }));
   const lat = new Lattice(nc, pcodes, minScore());
   return {
     pieces,
