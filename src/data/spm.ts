@@ -16,6 +16,8 @@ import { accessSync, constants, createWriteStream, existsSync, readFileSync, ren
 import { availableParallelism } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { once } from 'node:events';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { SentencePieceProcessor } from '@sctg/sentencepiece-js';
 import { DifformerError } from '../errors.js';
 import { PieceType, decodeModelProto, type ModelProto } from './spm_proto.js';
@@ -110,16 +112,14 @@ async function runSpmTrain(bin: string, opts: TrainSentencePieceOptions, tmp: st
   const text = `${tmp}.txt`;
   const prefix = `${tmp}.spm`;
   try {
-    const out = createWriteStream(text);
     let n = 0;
-    for await (const raw of opts.inputs) {
-      const line = normalizeText(raw);
-      if (!line) continue;
-      n++;
-      if (!out.write(line + '\n')) await once(out, 'drain');
-    }
-    out.end();
-    await once(out, 'finish');
+    const inputs = opts.inputs;
+    await pipeline(Readable.from((async function* () {
+      for await (const raw of inputs) {
+        const line = normalizeText(raw);
+        if (line) { n++; yield line + '\n'; }
+      }
+    })()), createWriteStream(text));
     if (n === 0) throw new DifformerError('DIFFORMER_EMPTY_CORPUS', 'cannot learn a SentencePiece model: the training text has no non-empty lines');
     const args = [
       `--input=${text}`, `--model_prefix=${prefix}`, `--vocab_size=${opts.vocabSize}`,
@@ -150,7 +150,9 @@ async function runSpmTrain(bin: string, opts: TrainSentencePieceOptions, tmp: st
         }
       }
     });
-    const [code] = (await once(child, 'close')) as [number | null];
+    const [code] = (await once(child, 'close').catch((e: Error) => {
+      throw new DifformerError('DIFFORMER_BACKEND', `cannot run ${bin}: ${e.message}`, { cause: e });
+    })) as [number | null];
     if (code !== 0) {
       const msg = tail.trim().split('\n').slice(-3).join(' | ');
       const user = /Vocabulary size (too high|is smaller)/.test(tail);

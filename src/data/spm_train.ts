@@ -171,6 +171,11 @@ function tooBig(opts: LearnOptions, max: number): DifformerError {
     `--spm-vocab-size ${opts.vocabSize} is too large for this corpus (at most ${max} pieces can be learned); lower it`);
 }
 
+function tooSmall(opts: LearnOptions, alphabet: number): DifformerError {
+  return new DifformerError('DIFFORMER_BAD_OPTION',
+    `--spm-vocab-size ${opts.vocabSize} is smaller than the alphabet (${alphabet} characters + 3 special pieces); raise it`);
+}
+
 // ------------------------------------------------------------------ BPE
 
 export interface LearnResult {
@@ -190,7 +195,7 @@ export function learnBpe(table: WordTable, opts: LearnOptions): LearnResult {
   const alpha = buildAlphabet(table, opts.characterCoverage ?? 0.9995);
   const maxLen = opts.maxPieceLength ?? 16;
   const target = opts.vocabSize - 3 - alpha.chars.length;
-  if (target < 0) throw tooBig(opts, 0);
+  if (target < 0) throw tooSmall(opts, alpha.chars.length);
   // Symbol 0 is the unknown character: it never pairs. Characters are 1..n.
   const str = ['', ...alpha.chars];
   const len = [1, ...alpha.chars.map(() => 1)];
@@ -501,7 +506,7 @@ export function learnUnigram(table: WordTable, opts: LearnOptions): LearnResult 
   const maxLen = opts.maxPieceLength ?? 16;
   const nc = alpha.chars.length;
   const want = opts.vocabSize - 3;
-  if (want < nc) throw tooBig(opts, 0);
+  if (want < nc) throw tooSmall(opts, nc);
   const charScript = alpha.chars.map(scriptOf);
   const nWords = table.words.length;
   const start = new Int32Array(nWords + 1);
@@ -583,7 +588,8 @@ export function learnUnigram(table: WordTable, opts: LearnOptions): LearnResult 
       const total = ids.reduce((a, i) => a + expected[i]!, 0);
       keep(ids);
       const dsum = digamma(total);
-      ids.forEach((old, i) => { score[i] = digamma(Math.max(expected[old]!, 1e-3)) - dsum; });
+      // (Characters are kept even when rarely expected; floor them at the drop threshold.)
+      ids.forEach((old, i) => { score[i] = digamma(Math.max(expected[old]!, 0.5)) - dsum; });
     }
     if (strs.length <= desired) break;
     // Prune: drop pieces whose best segmentation is not themselves, then the lowest-loss ones.
@@ -619,7 +625,9 @@ export function learnUnigram(table: WordTable, opts: LearnOptions): LearnResult 
     cands.sort((x, y) => y[1] - x[1] || x[0] - y[0]);
     const size = Math.max(desired, Math.floor(0.75 * strs.length));
     for (const [i] of cands) { if (kept.length >= size) break; kept.push(i); }
+    const before = strs.length;
     keep(kept.sort((x, y) => x - y));
+    if (strs.length === before) break; // nothing left to prune (pieces without alternatives)
   }
   // Finalize: the best-scoring pieces, characters always included.
   const order = strs.map((_, i) => i).filter((i) => i >= nc)

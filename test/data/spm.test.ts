@@ -6,10 +6,10 @@
  * Round trips are exact modulo `normalizeText` (NFKC, whitespace characters -> one space, ends
  * trimmed, control characters dropped).
  */
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -23,6 +23,7 @@ const read = (name: string): string[] => readFileSync(join(FIXTURES, name), 'utf
 const LINES = [...read('sample.de'), ...read('sample.en')];
 const TMP = mkdtempSync(join(tmpdir(), 'difformer-spm-test-'));
 const VOCAB = 600;
+after(() => rmSync(TMP, { recursive: true, force: true }));
 
 function onPath(bin: string): boolean {
   try {
@@ -200,6 +201,15 @@ test('user errors carry difformer error codes', async () => {
   await assert.rejects(trainSentencePiece({
     inputs: ['', '  '], vocabSize: 100, modelType: 'bpe', outputPath: join(TMP, 'empty.model'), useSystemSpmTrain: false,
   }), hasCode('DIFFORMER_EMPTY_CORPUS'));
+  const path = process.env.PATH;
+  process.env.PATH = '';
+  try {
+    await assert.rejects(trainSentencePiece({
+      inputs: LINES, vocabSize: 100, modelType: 'bpe', outputPath: join(TMP, 'x.model'), useSystemSpmTrain: true,
+    }), hasCode('DIFFORMER_BAD_OPTION'));
+  } finally {
+    process.env.PATH = path;
+  }
   for (const modelType of ['bpe', 'unigram'] as const) {
     await assert.rejects(trainSentencePiece({
       inputs: LINES.slice(0, 20), vocabSize: 5000, modelType, outputPath: join(TMP, 'big.model'), useSystemSpmTrain: false,
