@@ -15,7 +15,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SentencePieceModel, normalizeText, removeSentencePiece, trainSentencePiece } from '../../src/data/spm.js';
 import { ModelType, PieceType, decodeModelProto, encodeModelProto } from '../../src/data/spm_proto.js';
-import { countWords, learnBpe, learnUnigram } from '../../src/data/spm_train.js';
+import { countWords, learnBpe } from '../../src/data/spm_train.js';
+import { learnUnigram } from '../../src/data/spm_unigram.js';
 import { isDifformerError } from '../../src/errors.js';
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'spm');
