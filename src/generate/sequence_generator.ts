@@ -8,6 +8,7 @@
  * print base 2). Tensor work is batched; only the k*2 candidates per sentence are read back.
  */
 import * as tf from '@tensorflow/tfjs';
+import type { GenerationOptions } from './generator.js';
 
 /** What beam search needs of a model (the AR Transformer implements it). */
 export interface IncrementalModel<E, S> {
@@ -17,28 +18,11 @@ export interface IncrementalModel<E, S> {
   reorderState(state: S, indices: tf.Tensor1D): S;
 }
 
-export interface BeamSearchOptions {
-  beam: number;
-  nbest: number;
-  lenpen: number;
-  maxLenA: number;
-  maxLenB: number;
-  minLen: number;
-  unkpen: number;
+/** fairseq's generation flags (src/generate/generator.ts declares them) plus the model's limit. */
+export interface BeamSearchOptions extends GenerationOptions {
   /** Max decoder positions of the model (a hypothesis never exceeds maxPositions - 1 tokens). */
   maxPositions: number;
 }
-
-export const beamSearchDefaults: Readonly<BeamSearchOptions> = Object.freeze({
-  beam: 5,
-  nbest: 1,
-  lenpen: 1,
-  maxLenA: 0,
-  maxLenB: 200,
-  minLen: 1,
-  unkpen: 0,
-  maxPositions: 1024,
-});
 
 export interface Hypothesis {
   /** Token ids including the final EOS. */

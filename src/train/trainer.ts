@@ -336,7 +336,8 @@ export class Trainer<M extends TrainableModel> {
     if (this.progress.numUpdates >= maxUpdate) stopped = `--max-update ${o.maxUpdate} already reached`;
     while (!stopped && this.progress.epoch <= maxEpoch) {
       const p = this.progress;
-      const order = shuffled(this.trainBatches, mulberry(o.seed * 1000003 + p.epoch));
+      const epochRng = new Rng(o.seed * 1000003 + p.epoch); // batch order of this epoch, from the seed
+      const order = shuffled(this.trainBatches, () => epochRng.uniform());
       const updatesInEpoch = Math.ceil(order.length / uf);
       const bar = createProgress(`epoch ${String(p.epoch).padStart(3)}`, updatesInEpoch, ' | loss {loss} | lr {lr} | wps {wps}');
       bar.update(Math.floor(p.iterationsInEpoch / uf));
@@ -429,16 +430,4 @@ function atomicCopy(from: string, to: string): void {
   const tmp = join(dirname(to), `.${basename(to)}.tmp-${process.pid}`);
   copyFileSync(from, tmp);
   renameSync(tmp, to);
-}
-
-/** A small seeded generator for shuffling batches (independent of the model's RNG). */
-function mulberry(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
