@@ -22,6 +22,13 @@ import {
   type DiffusionGenerationOptions,
   type DiffusionModel,
 } from './diffusion_sampler.js';
+import {
+  buildMaskPredictGenerator,
+  maskPredictGenerationDefaults,
+  maskPredictGenerationOptionTable,
+  type MaskPredictGenerationOptions,
+  type MaskPredictModel,
+} from './mask_predict.js';
 
 export interface GeneratorDeps {
   task: { tgtDict: Dictionary; srcDict: Dictionary };
@@ -31,12 +38,14 @@ export interface GeneratorDeps {
   seed: number;
 }
 
-export type AllGenerationOptions = GenerationOptions & DiffusionGenerationOptions;
+export type AllGenerationOptions = GenerationOptions & DiffusionGenerationOptions & MaskPredictGenerationOptions;
 
 export function generatorOptionTables(): { table: OptionTable<object>; defaults: object }[] {
   return [
     { table: generationOptionTable as OptionTable<object>, defaults: generationDefaults },
     { table: diffusionGenerationOptionTable as OptionTable<object>, defaults: diffusionGenerationDefaults },
+    // mask-predict (CMLM); its --retain-iter-history is the diffusion table's flag, declared once
+    { table: maskPredictGenerationOptionTable as OptionTable<object>, defaults: maskPredictGenerationDefaults },
   ];
 }
 
@@ -44,6 +53,7 @@ export function resolveGeneratorOptions(parsed: Record<string, unknown>): AllGen
   return {
     ...resolveOptions(generationDefaults, readOptions(generationOptionTable, parsed)),
     ...resolveOptions(diffusionGenerationDefaults, readOptions(diffusionGenerationOptionTable, parsed)),
+    ...resolveOptions(maskPredictGenerationDefaults, readOptions(maskPredictGenerationOptionTable, parsed)),
   };
 }
 
@@ -53,6 +63,10 @@ function isAutoregressive(m: TrainableModel): m is TrainableModel & Autoregressi
 
 function isDiffusion(m: TrainableModel): m is TrainableModel & DiffusionModel {
   return (m as Partial<DiffusionModel>).generatorFamily === 'diffusion';
+}
+
+function isMaskPredict(m: TrainableModel): m is TrainableModel & MaskPredictModel {
+  return (m as Partial<MaskPredictModel>).generatorFamily === 'mask-predict';
 }
 
 function isScorer(m: TrainableModel): m is TrainableModel & ArScorer {
@@ -67,6 +81,14 @@ export function buildGenerator(modelName: string, model: TrainableModel, deps: G
       throw new DifformerError('DIFFORMER_BAD_OPTION', 'the second model of --path must be an autoregressive Transformer (used to rerank candidates)');
     }
     return buildDiffusionGenerator(model, { tgtDict: deps.task.tgtDict, options: deps.options, seed: deps.seed, reranker });
+  }
+  if (isMaskPredict(model)) {
+    // fairseq: the last model of --path is the reranker, used only with --iter-decode-with-external-reranker
+    const reranker = deps.extra.find(isScorer);
+    if (deps.extra.length > 0 && (!reranker || !deps.options.iterDecodeWithExternalReranker)) {
+      throw new DifformerError('DIFFORMER_BAD_OPTION', 'a second model in --path is only used as an autoregressive reranker: pass --iter-decode-with-external-reranker with --path cmlm.pt:transformer.pt');
+    }
+    return buildMaskPredictGenerator(model, { tgtDict: deps.task.tgtDict, options: deps.options, seed: deps.seed, reranker, beamLabel: deps.options.beam });
   }
   throw new DifformerError('DIFFORMER_BAD_OPTION', `no generator for model '${modelName}'`);
 }
