@@ -7,6 +7,9 @@ import { labelSmoothedCrossEntropyComponent } from '../../criterions/label_smoot
 import { transformerArchitectures, transformerComponent } from '../../models/transformer_component.js';
 import { difformerArchitectures, difformerModelComponent } from '../../models/difformer.js';
 import { difformerCriterionComponent } from '../../criterions/difformer.js';
+import { cmlmArchitectures, cmlmModelComponent } from '../../models/cmlm.js';
+import { natLossCriterionComponent } from '../../criterions/nat_loss.js';
+import { diffLmArchitectures } from '../../models/diff_lm.js';
 import { summarizationTask } from '../../tasks/summarization.js';
 import { translationTask } from '../../tasks/translation.js';
 
@@ -23,4 +26,10 @@ export function registerBuiltins(): void {
   registerModel(difformerModelComponent);
   for (const [arch, preset] of Object.entries(difformerArchitectures)) registerArchitecture(difformerModelComponent.name, arch, preset);
   registerCriterion(difformerCriterionComponent);
+  // Diff-LM baseline: named configurations of the difformer model (models/diff_lm.ts)
+  for (const [arch, preset] of Object.entries(diffLmArchitectures)) registerArchitecture(difformerModelComponent.name, arch, preset);
+  // CMLM / Mask-Predict baseline (models/cmlm.ts, criterions/nat_loss.ts)
+  registerModel(cmlmModelComponent);
+  for (const [arch, preset] of Object.entries(cmlmArchitectures)) registerArchitecture(cmlmModelComponent.name, arch, preset);
+  registerCriterion(natLossCriterionComponent);
 }

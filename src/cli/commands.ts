@@ -9,6 +9,8 @@ import { preprocessDefaults, preprocessOptionTable, runPreprocess } from './prep
 import { buildGenerateCommand } from './generate.js';
 import { buildTrainCommand } from './train.js';
 import { scoreDefaults, scoreOptionTable, runScore } from './score.js';
+import { averageDefaults, averageOptionTable, configureAverageCommand, runAverageCheckpoints } from './average_checkpoints.js';
+import { buildDistillCommand } from './distill.js';
 import { addOptions, boolFlag, choiceFlag, readOptions, resolveOptions, type OptionTable } from '../options.js';
 
 export interface SubcommandSpec {
@@ -82,6 +84,18 @@ export const commands: SubcommandSpec[] = [
   ),
   twoPass('train', buildTrainCommand),
   twoPass('generate', buildGenerateCommand),
+  // workflow commands: distillation and checkpoint averaging
+  twoPass('distill', buildDistillCommand),
+  simpleCommand(
+    'average-checkpoints',
+    'average the model weights of the N best or newest checkpoints (fairseq scripts/average_checkpoints.py)',
+    averageOptionTable,
+    averageDefaults,
+    async (opts, cmd) => {
+      await runAverageCheckpoints({ ...opts, inputs: (cmd.opts().inputs as string[] | undefined) ?? [] });
+    },
+    configureAverageCommand,
+  ),
 ];
 
 /** Commands whose flags depend on argv (the chosen task/arch/criterion or checkpoint). */

@@ -3,6 +3,7 @@
  * preprocess.py, v0.10.2), plus SentencePiece learning/encoding. Pipeline:
  *   1. read and check every split (line counts, UTF-8, empty corpus, blank lines)
  *   2. learn (--spm-vocab-size) or load (--spm-model) a SentencePiece model; encode all splits
+ *      (or BERT WordPiece: --tokenizer wordpiece --wordpiece-vocab vocab.txt, src/data/wordpiece.ts)
  *   3. build or load dictionaries (joined or per language; threshold, nwords, padding to 8)
  *   4. binarize each split and language to .bin/.idx; write preprocess.log
  * Everything is written into a temporary folder inside --destdir and renamed into place at the
@@ -44,6 +45,11 @@ export interface PreprocessOptions {
   spmVocabSize: number;
   spmModelType: 'bpe' | 'unigram';
   spmModel: string | undefined;
+  // BERT WordPiece (src/data/wordpiece.ts)
+  tokenizer: 'none' | 'wordpiece';
+  wordpieceVocab: string | undefined;
+  lowercase: boolean;
+  stripAccents: boolean | undefined;
 }
 
 export const preprocessDefaults: Readonly<PreprocessOptions> = Object.freeze({
@@ -65,6 +71,10 @@ export const preprocessDefaults: Readonly<PreprocessOptions> = Object.freeze({
   spmVocabSize: 0,
   spmModelType: 'bpe',
   spmModel: undefined,
+  tokenizer: 'none',
+  wordpieceVocab: undefined,
+  lowercase: false,
+  stripAccents: undefined,
 });
 
 export const preprocessOptionTable: OptionTable<PreprocessOptions> = {
@@ -86,6 +96,10 @@ export const preprocessOptionTable: OptionTable<PreprocessOptions> = {
   spmVocabSize: intFlag('--spm-vocab-size', 'learn a SentencePiece model of this size on the training data (0 = input is already tokenized)'),
   spmModelType: choiceFlag('--spm-model-type', 'SentencePiece model type', ['bpe', 'unigram'] as const),
   spmModel: optionalStringFlag('--spm-model', 'encode with this existing SentencePiece model instead of learning one', 'FILE'),
+  tokenizer: choiceFlag('--tokenizer', "'wordpiece': BERT's tokenizer with --wordpiece-vocab (the dictionary keeps the pieces seen in training)", ['none', 'wordpiece'] as const),
+  wordpieceVocab: optionalStringFlag('--wordpiece-vocab', "BERT's vocab.txt for --tokenizer wordpiece", 'FILE'),
+  lowercase: boolFlag('--lowercase', 'wordpiece: lowercase (uncased BERT models); also strips accents unless --no-strip-accents'),
+  stripAccents: boolFlag('--strip-accents', 'wordpiece: strip accents (NFD, drop combining marks)'),
 };
 
 interface Split {
@@ -144,6 +158,13 @@ export async function runPreprocess(opts: PreprocessOptions): Promise<Preprocess
   }
   if (opts.spmVocabSize > 0 && !opts.trainpref) {
     throw new DifformerError('DIFFORMER_BAD_OPTION', '--spm-vocab-size needs --trainpref to learn from');
+  }
+  if (opts.tokenizer === 'wordpiece' && !opts.wordpieceVocab) throw new DifformerError('DIFFORMER_BAD_OPTION', "--tokenizer wordpiece needs --wordpiece-vocab (BERT's vocab.txt)");
+  if (opts.tokenizer === 'wordpiece' && (opts.spmVocabSize > 0 || opts.spmModel)) {
+    throw new DifformerError('DIFFORMER_BAD_OPTION', '--tokenizer wordpiece and SentencePiece (--spm-vocab-size/--spm-model) exclude each other');
+  }
+  if (opts.tokenizer !== 'wordpiece' && (opts.wordpieceVocab || opts.lowercase)) {
+    throw new DifformerError('DIFFORMER_BAD_OPTION', '--wordpiece-vocab and --lowercase need --tokenizer wordpiece');
   }
   checkWritable(opts.destdir);
   for (const lang of [src, tgt]) {
@@ -213,6 +234,30 @@ export async function runPreprocess(opts: PreprocessOptions): Promise<Preprocess
           bar.stop();
         }
       }
+    }
+
+    // 2b. BERT WordPiece. The dictionary (step 3) is built from these pieces of the training
+    // data, so it holds exactly the vocabulary entries seen in training (the paper's setup).
+    if (opts.tokenizer === 'wordpiece') {
+      const { WordpieceTokenizer, readWordpieceVocab } = await import('../data/wordpiece.js');
+      const vocab = readWordpieceVocab(opts.wordpieceVocab!);
+      const wp = new WordpieceTokenizer(vocab, { lowercase: opts.lowercase, stripAccents: opts.stripAccents, unkToken: '<unk>' });
+      for (const split of splits) {
+        for (const corpus of [split.src, split.tgt]) {
+          const lang = corpus === split.src ? src : tgt;
+          const bar = createProgress(`wordpiece ${split.name}.${lang}`, corpus.lines.length);
+          let unknown = 0; // whole words the vocabulary cannot cover (binarization counts them as given <unk>)
+          corpus.lines = corpus.lines.map((l, i) => {
+            if ((i & 1023) === 0) bar.update(i);
+            const pieces = wp.tokenize(l);
+            for (const p of pieces) if (p === '<unk>') unknown++;
+            return pieces.join(' ');
+          });
+          bar.stop();
+          if (unknown > 0) log.info({ split: split.name, lang, unknownWords: unknown }, `wordpiece ${split.name}.${lang}: ${unknown} words not covered by the vocabulary became <unk>`);
+        }
+      }
+      log.info({ vocab: opts.wordpieceVocab, size: vocab.length, lowercase: opts.lowercase, stripAccents: opts.stripAccents ?? opts.lowercase }, `tokenized with WordPiece (${vocab.length} entries in ${opts.wordpieceVocab})`);
     }
 
     // 3. dictionaries

@@ -19,6 +19,7 @@ import type { TranslationTask } from '../../tasks/translation.js';
 import type { Criterion, TrainableModel } from '../train/types.js';
 import { trainingDefaults, trainingOptionTable } from '../train/trainer_options.js';
 import { registerBuiltins } from './builtins.js';
+import { applyEmbeddingOptions, embeddingInitDefaults, embeddingInitOptionTable } from '../train/init_embeddings.js';
 
 /** Validation by decoding (fairseq's --eval-bleu of the translation task). */
 export interface EvalOptions {
@@ -61,6 +62,7 @@ export async function buildTrainCommand(argv: string[]): Promise<Command> {
   addOptions(cmd, commonOptionTable, commonDefaults);
   addOptions(cmd, trainingOptionTable, trainingDefaults);
   addOptions(cmd, evalOptionTable, evalDefaults);
+  addOptions(cmd, embeddingInitOptionTable, embeddingInitDefaults); // --init-embeddings, --freeze-embeddings
   for (const t of generatorOptionTables()) addOptions(cmd, t.table, t.defaults);
   // The chosen components' own flags; unknown names surface as a clear error when run.
   const parts = safeComponents(choice);
@@ -110,6 +112,10 @@ export async function runTrain(data: string, choice: ComponentChoice, parsed: Re
   // 3. model, 4. criterion
   const modelOpts = resolveOptions(modelC.defaults, preset, readOptions(modelC.options, parsed));
   const model = modelC.build(modelOpts, { srcDict: task.srcDict, tgtDict: task.tgtDict, seed: training.seed });
+  // 3b. pretrained / frozen token embeddings (src/train/init_embeddings.ts); a resumed run's
+  // checkpoint overwrites the initial values, the frozen flags stay
+  const embOpts = resolveOptions(embeddingInitDefaults, readOptions(embeddingInitOptionTable, parsed));
+  await applyEmbeddingOptions(model.params, embOpts, { src: task.srcDict, tgt: task.tgtDict });
   const critOpts = resolveOptions(critC.defaults, readOptions(critC.options, parsed));
   const criterion: Criterion = critC.build(critOpts);
   criterion.check(model);

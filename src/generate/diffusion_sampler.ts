@@ -7,7 +7,8 @@
  *   candidates (sentence-major, then length, then noise): lengths max(L* + l - floor(b1/2), 2),
  *       l = 0..b1-1, each repeated b2 times; all b1·b2 candidates of all sentences in ONE batch
  *   z_K ~ N(0, F_dec^2 I); prev = 0
- *   for k = K-1 .. E:  z0hat = f(z_k, tau_k, prev)   (clamping: s·E[argmax z0hat·Eᵀ])
+ *   for k = K-1 .. E:  z0hat = f(z_k, tau_k, prev)   (clamping: s·E[argmax z0hat·Eᵀ], or with
+ *                      --clamping-mode l2 the nearest s·E row, as Diffusion-LM)
  *                      z_{k-1} = c1_k z0hat + c2_k z_k + F_dec sqrt(var_k) eps   (ancestral DDPM on
  *                      the respaced chain; log-variance clipped at k = 0); prev = z0hat
  *   tokens, scores = argmax / max of log_softmax(prev·Eᵀ) at positions < length
@@ -46,6 +47,28 @@ import type { Hypothesis } from './sequence_generator.js';
 
 export type { ArScorer, CandidateSelection };
 
+// ---- clamping modes (--clamping-mode) ---------------------------------------------------------
+
+export const CLAMPING_MODES = ['argmax', 'l2'] as const;
+export type ClampingMode = (typeof CLAMPING_MODES)[number];
+
+/**
+ * Diffusion-LM's `denoised_fn_round`: per position, the row of `table` nearest to z in L2.
+ * Batched as argmin_v ||E_v||² - 2 z·E_vᵀ (||z||² is the same for every v). Unlike the argmax of
+ * z·Eᵀ this does not favour rows with large norms. z [B, L, D], table [V, D] -> rows [B, L, D].
+ */
+export function nearestEmbeddingClamp(z: tf.Tensor3D, table: tf.Tensor2D): { tokens: tf.Tensor2D; clamped: tf.Tensor3D } {
+  return tf.tidy(() => {
+    const [b, l, d] = z.shape;
+    const flat = tf.reshape(z, [b * l, d]) as tf.Tensor2D; // [N, D]
+    const sqNorms = tf.sum(tf.square(table), 1); // [V]
+    const dist = tf.sub(sqNorms, tf.mul(tf.matMul(flat, table, false, true), 2)); // [N, V], minus ||z||²
+    const tokens = tf.argMin(dist, 1); // [N]
+    const clamped = tf.reshape(tf.gather(table, tokens), [b, l, d]) as tf.Tensor3D;
+    return { tokens: tf.reshape(tokens, [b, l]) as tf.Tensor2D, clamped };
+  });
+}
+
 export interface DiffusionGenerationOptions {
   /** K: respaced decoding steps. */
   decodingSteps: number;
@@ -57,6 +80,8 @@ export interface DiffusionGenerationOptions {
   decodingNoiseSchedule: ScheduleName | undefined;
   /** Replace z0hat by s·E[argmax] each step. */
   clamping: boolean;
+  /** How --clamping picks the token: Difformer's argmax of z0hat·Eᵀ, or Diffusion-LM's nearest embedding (L2). */
+  clampingMode: ClampingMode;
   /** b1: length candidates around the predicted length. */
   lengthBeamSize: number;
   /** b2: noise draws per length. */
@@ -74,6 +99,7 @@ export const diffusionGenerationDefaults: Readonly<DiffusionGenerationOptions> =
   decodingRescalingFactor: 1,
   decodingNoiseSchedule: undefined,
   clamping: false,
+  clampingMode: 'argmax',
   lengthBeamSize: 1,
   noiseBeamSize: 1,
   candidateSelection: 'model',
@@ -87,6 +113,7 @@ export const diffusionGenerationOptionTable: OptionTable<DiffusionGenerationOpti
   decodingRescalingFactor: floatFlag('--decoding-rescaling-factor', 'noise factor at inference (prior and posterior noise)', 'F'),
   decodingNoiseSchedule: choiceFlag('--decoding-noise-schedule', 'noise schedule at inference (default: the training one)', SCHEDULE_NAMES),
   clamping: boolFlag('--clamping', 'clamping trick: replace z0hat by the embedding of its argmax token each step'),
+  clampingMode: choiceFlag('--clamping-mode', "with --clamping: 'argmax' of z0hat·Eᵀ (Difformer) or 'l2' nearest embedding (Diffusion-LM)", CLAMPING_MODES),
   lengthBeamSize: intFlag('--length-beam-size', 'b1: candidate lengths around the predicted length', 'B1'),
   noiseBeamSize: intFlag('--noise-beam-size', 'b2: noise samples per candidate length', 'B2'),
   candidateSelection: choiceFlag('--candidate-selection', 'pick among b1*b2 candidates by own score, BLEU-MBR, or an AR model (needs --path diff.pt:ar.pt)', CANDIDATE_SELECTIONS),
@@ -208,13 +235,21 @@ export function buildDiffusionGenerator<E>(model: DiffusionModel<E>, deps: Diffu
     const mask = tf.tensor2d(maskData, [n, maxLen]); // [N, L]
     const fDec = o.decodingRescalingFactor;
 
+    // l2 clamping compares with the target embeddings of the whole vocabulary, s·E (z0 space)
+    const table: tf.Tensor2D | null =
+      o.clamping && o.clampingMode === 'l2'
+        ? tf.tidy(() => tf.squeeze(model.embedTarget(tf.range(0, deps.tgtDict.size, 1, 'int32').expandDims(0) as tf.Tensor2D), [0]) as tf.Tensor2D) // [V, D]
+        : null;
+    const clamp = (pred: tf.Tensor3D): tf.Tensor3D =>
+      table ? nearestEmbeddingClamp(pred, table).clamped : model.embedTarget(tf.argMax(model.logits(pred), 2) as tf.Tensor2D);
+
     let z = normal([n, maxLen, d], fDec); // z_K, [N, L, D]
     let prev: tf.Tensor3D | null = null;
     const steps: Int32Array[][] = [];
     for (let k = o.decodingSteps - 1; k >= o.decodingEarlyStopping; k--) {
       const z0hat: tf.Tensor3D = tf.tidy(() => {
         const pred = model.denoise(z, netTime(k), mask, enc, prev, false);
-        return o.clamping ? model.embedTarget(tf.argMax(model.logits(pred), 2) as tf.Tensor2D) : pred;
+        return o.clamping ? clamp(pred) : pred;
       });
       if (o.retainIterHistory) steps.push(argmaxRows(z0hat, lengths));
       if (k > o.decodingEarlyStopping) {
@@ -230,6 +265,7 @@ export function buildDiffusionGenerator<E>(model: DiffusionModel<E>, deps: Diffu
       prev = z0hat;
     }
     z.dispose();
+    table?.dispose();
 
     // Final tokens and log-probs of the last z0hat.
     const [tokT, scT] = tf.tidy(() => {

@@ -17,8 +17,8 @@ import { getArchitecture, getCriterion, getTask } from '../../src/registry.js';
 import { Trainer } from '../../src/train/trainer.js';
 import { trainingDefaults } from '../../src/train/trainer_options.js';
 import type { Criterion, TrainableModel } from '../../src/train/types.js';
-import { buildGenerator } from '../../src/generate/index.js';
-import { generationDefaults } from '../../src/generate/generator.js';
+import { buildGenerator, resolveGeneratorOptions } from '../../src/generate/index.js';
+import type { TransformerOptions } from '../../models/transformer.js';
 import type { TranslationTask } from '../../tasks/translation.js';
 import type { ModelDeps } from '../../src/train/types.js';
 import { FIXTURES, tempDir } from '../helpers.js';
@@ -45,7 +45,7 @@ before(async () => {
 });
 
 test('a tiny Transformer overfits real pairs, generates them back, and beam 1 equals greedy', async () => {
-  const { model: mc, preset } = getArchitecture<object, TrainableModel, ModelDeps>('transformer_tiny');
+  const { model: mc, preset } = getArchitecture<TransformerOptions, TrainableModel, ModelDeps>('transformer_tiny');
   const model = mc.build(resolveOptions(mc.defaults, preset, { dropout: 0, shareAllEmbeddings: true }), { srcDict: task.srcDict, tgtDict: task.tgtDict, seed: 3 });
   const cc = getCriterion<object, Criterion>('label_smoothed_cross_entropy');
   const criterion: Criterion = cc.build({ labelSmoothing: 0, sentenceAvg: false });
@@ -66,8 +66,8 @@ test('a tiny Transformer overfits real pairs, generates them back, and beam 1 eq
   const summary = await trainer.train();
   assert.ok(summary.lastTrainLoss < 0.1, `loss ${summary.lastTrainLoss} should be near zero (base 2, per token)`);
 
-  const gen5 = buildGenerator('transformer', model, { task, extra: [], options: { ...generationDefaults, beam: 5 }, seed: 1 });
-  const gen1 = buildGenerator('transformer', model, { task, extra: [], options: { ...generationDefaults, beam: 1 }, seed: 1 });
+  const gen5 = buildGenerator('transformer', model, { task, extra: [], options: { ...resolveGeneratorOptions({}), beam: 5 }, seed: 1 });
+  const gen1 = buildGenerator('transformer', model, { task, extra: [], options: { ...resolveGeneratorOptions({}), beam: 1 }, seed: 1 });
   gen5.generate(batch);
   const t0 = tf.memory().numTensors;
   const hyp5 = gen5.generate(batch);
