@@ -51,6 +51,7 @@ export async function main(argv: string[], sub?: string): Promise<number> {
       const cmd = program.commands.find((c) => c.name() === sub);
       if (!cmd) throw new Error(`no subcommand ${sub}`);
       cmd.name(prog);
+      cmd.parent = null; // a difformer-<cmd> bin is a program of its own: "Usage: difformer-<cmd> ..."
       await cmd.parseAsync(argv, { from: 'user' });
     } else {
       await program.parseAsync(argv, { from: 'user' });
