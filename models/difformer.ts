@@ -34,7 +34,6 @@ import {
   vpRescaledAlphaBar,
   type Diffusion,
 } from '../src/diffusion/schedule.js';
-import { DifformerError } from '../src/errors.js';
 import { paddingBias } from '../src/nn/attention.js';
 import { dropout, type ForwardContext } from '../src/nn/dropout.js';
 import { embed, initEmbedding } from '../src/nn/embedding.js';

@@ -22,7 +22,6 @@ import type { LanguagePairDataset } from '../data/language_pair_dataset.js';
 import { DifformerError } from '../errors.js';
 import { getLogger } from '../log.js';
 import {
-  addOptions,
   boolFlag,
   commonDefaults,
   commonOptionTable,
@@ -34,14 +33,12 @@ import {
   type OptionTable,
 } from '../options.js';
 import { createProgress } from '../progress.js';
-import { getArchitecture, getTask, loadUserDir } from '../registry.js';
-import { checkDictionaries, loadCheckpoint, loadWeights, type CheckpointMeta } from '../train/checkpoint.js';
+import type { CheckpointMeta } from '../train/checkpoint.js';
 import type { TrainableModel } from '../train/types.js';
 import type { TranslationTask } from '../../tasks/translation.js';
-import { buildGenerator, generatorOptionTables, resolveGeneratorOptions, type AllGenerationOptions } from '../generate/index.js';
+import { buildGenerator, resolveGeneratorOptions, type AllGenerationOptions } from '../generate/index.js';
 import type { SequenceGenerator } from '../generate/generator.js';
-import { registerBuiltins } from './builtins.js';
-import { prescan, startBackend, type ModelDeps } from './shared.js';
+import { decodingCommand, loadCheckpointModel, startBackend } from './shared.js';
 
 export interface DistillOptions {
   path: string | undefined;
@@ -76,20 +73,16 @@ export const distillOptionTable: OptionTable<DistillOptions> = {
 const SHARD_DIR = '.distill-shards';
 const MANIFEST = 'manifest.json';
 
-export async function buildDistillCommand(argv: string[]): Promise<Command> {
-  registerBuiltins();
-  const userDir = prescan(argv, ['--user-dir']);
-  if (userDir) await loadUserDir(userDir);
-  const cmd = new Command('distill')
-    .description('sequence-level knowledge distillation: decode the training set with a teacher and binarize its output with the same dictionary')
-    .argument('<data>', 'data-bin directory the teacher was trained on');
-  addOptions(cmd, distillOptionTable, distillDefaults);
-  addOptions(cmd, commonOptionTable, commonDefaults);
-  for (const t of generatorOptionTables()) addOptions(cmd, t.table, t.defaults);
-  cmd.action(async (data: string, _o: unknown, self: Command) => {
-    await runDistill(data, self.opts());
-  });
-  return cmd;
+export function buildDistillCommand(argv: string[]): Promise<Command> {
+  return decodingCommand(
+    argv,
+    'distill',
+    'sequence-level knowledge distillation: decode the training set with a teacher and binarize its output with the same dictionary',
+    'data-bin directory the teacher was trained on',
+    distillOptionTable,
+    distillDefaults,
+    runDistill,
+  );
 }
 
 /** What must match for shards of an earlier run to be reused. */
@@ -152,13 +145,7 @@ interface Teacher {
 
 /** The checkpoint's task on DATA (dictionaries checked) and its model with the weights. */
 async function loadTeacher(path: string, data: string, seed: number): Promise<Teacher> {
-  const ckpt = loadCheckpoint(path);
-  const cfg = ckpt.meta.config;
-  const task = await getTask<object, TranslationTask>(cfg.task.name).setup(cfg.task.options, data);
-  checkDictionaries(ckpt, task.srcDict, task.tgtDict);
-  const { model: modelC } = getArchitecture<object, TrainableModel, ModelDeps>(cfg.model.arch);
-  const model = modelC.build(cfg.model.options, { srcDict: task.srcDict, tgtDict: task.tgtDict, seed });
-  loadWeights(model.params, ckpt.weights);
+  const { ckpt, model, task } = await loadCheckpointModel(path, data, seed);
   return { meta: ckpt.meta, model, task };
 }
 

@@ -16,7 +16,6 @@ import { DifformerError } from '../errors.js';
 import { getLogger } from '../log.js';
 import { fairseqBleu, formatFairseqBleu, rougeLines } from '../metrics/index.js';
 import {
-  addOptions,
   boolFlag,
   commonDefaults,
   commonOptionTable,
@@ -28,15 +27,11 @@ import {
   type OptionTable,
 } from '../options.js';
 import { createProgress } from '../progress.js';
-import { getArchitecture, getTask, loadUserDir } from '../registry.js';
-import { loadCheckpoint, checkDictionaries, loadWeights, type LoadedCheckpoint } from '../train/checkpoint.js';
-import type { TrainableModel } from '../train/types.js';
 import type { TranslationTask } from '../../tasks/translation.js';
-import { buildGenerator, generatorOptionTables, resolveGeneratorOptions } from '../generate/index.js';
+import { buildGenerator, resolveGeneratorOptions } from '../generate/index.js';
 import type { SequenceGenerator, Hypothesis } from '../generate/generator.js';
 import type { DiffusionGenerator } from '../generate/diffusion_sampler.js';
-import { registerBuiltins } from './builtins.js';
-import { postProcess, prescan, startBackend, type ModelDeps } from './shared.js';
+import { decodingCommand, loadCheckpointModel, postProcess, startBackend, type LoadedModel } from './shared.js';
 
 export interface GenerateOptions {
   path: string | undefined;
@@ -83,41 +78,25 @@ export const generateOptionTable: OptionTable<GenerateOptions> = {
   maxSentences: intFlag('--max-sentences-to-generate', 'stop after this many sentences (0 = all)'),
 };
 
-export async function buildGenerateCommand(argv: string[]): Promise<Command> {
-  registerBuiltins();
-  const userDir = prescan(argv, ['--user-dir']);
-  if (userDir) await loadUserDir(userDir);
-  const cmd = new Command('generate')
-    .description('generate with a trained model: S-/T-/H-/D-/P- lines and a final BLEU4 line (fairseq-generate)')
-    .argument('<data>', 'data-bin directory');
-  addOptions(cmd, generateOptionTable, generateDefaults);
-  addOptions(cmd, commonOptionTable, commonDefaults);
-  for (const t of generatorOptionTables()) addOptions(cmd, t.table, t.defaults);
-  cmd.action(async (data: string, _o: unknown, self: Command) => {
-    await runGenerate(data, self.opts());
-  });
-  return cmd;
+export function buildGenerateCommand(argv: string[]): Promise<Command> {
+  return decodingCommand(
+    argv,
+    'generate',
+    'generate with a trained model: S-/T-/H-/D-/P- lines and a final BLEU4 line (fairseq-generate)',
+    'data-bin directory',
+    generateOptionTable,
+    generateDefaults,
+    runGenerate,
+  );
 }
 
-interface Loaded {
-  ckpt: LoadedCheckpoint;
-  model: TrainableModel;
-  task: TranslationTask;
-}
+type Loaded = LoadedModel;
 
-async function loadModel(path: string, data: string, parsed: Record<string, unknown>, seed: number): Promise<Loaded> {
-  const ckpt = loadCheckpoint(path);
-  const cfg = ckpt.meta.config;
-  const taskC = getTask<object, TranslationTask>(cfg.task.name);
-  const taskOverrides: Record<string, unknown> = {};
-  if (parsed.sourceLang) taskOverrides.sourceLang = parsed.sourceLang;
-  if (parsed.targetLang) taskOverrides.targetLang = parsed.targetLang;
-  const task = await taskC.setup({ ...(cfg.task.options as object), ...taskOverrides }, data);
-  checkDictionaries(ckpt, task.srcDict, task.tgtDict);
-  const { model: modelC } = getArchitecture<object, TrainableModel, ModelDeps>(cfg.model.arch);
-  const model = modelC.build(cfg.model.options as object, { srcDict: task.srcDict, tgtDict: task.tgtDict, seed });
-  loadWeights(model.params, ckpt.weights);
-  return { ckpt, model, task };
+function loadModel(path: string, data: string, parsed: Record<string, unknown>, seed: number): Promise<Loaded> {
+  const overrides: Record<string, unknown> = {};
+  if (parsed.sourceLang) overrides.sourceLang = parsed.sourceLang;
+  if (parsed.targetLang) overrides.targetLang = parsed.targetLang;
+  return loadCheckpointModel(path, data, seed, overrides);
 }
 
 function formatHypo(h: Hypothesis, dict: Dictionary, removeBpe: string | undefined): { str: string; score: string; pos: string } {

@@ -2,7 +2,15 @@
  * Helpers the compute subcommands share: the first pass over argv, backend start-up, the
  * dependencies a model is built with, and fairseq's subword post-processing.
  */
+import { Command } from 'commander';
 import { getLogger } from '../log.js';
+import { addOptions, commonDefaults, commonOptionTable, type OptionTable } from '../options.js';
+import { getArchitecture, getTask, loadUserDir } from '../registry.js';
+import { checkDictionaries, loadCheckpoint, loadWeights, type LoadedCheckpoint } from '../train/checkpoint.js';
+import type { ModelDeps, TrainableModel } from '../train/types.js';
+import type { TranslationTask } from '../../tasks/translation.js';
+import { generatorOptionTables } from '../generate/index.js';
+import { registerBuiltins } from './builtins.js';
 import type { CommonOptions } from '../options.js';
 
 export type { ModelDeps } from '../train/types.js';
@@ -47,3 +55,50 @@ export function postProcess(text: string, kind: string | undefined): string {
   return `${text} `.split(marker).join('').trimEnd();
 }
 
+
+/**
+ * A subcommand that decodes with a checkpoint (generate, distill): its own table, the common
+ * flags and every generator family's flags, after loading a --user-dir plugin.
+ */
+export async function decodingCommand<O extends object>(
+  argv: string[],
+  name: string,
+  description: string,
+  dataHelp: string,
+  table: OptionTable<O>,
+  defaults: Readonly<O>,
+  run: (data: string, parsed: Record<string, unknown>) => Promise<unknown>,
+): Promise<Command> {
+  registerBuiltins();
+  const userDir = prescan(argv, ['--user-dir']);
+  if (userDir) await loadUserDir(userDir);
+  const cmd = new Command(name).description(description).argument('<data>', dataHelp);
+  addOptions(cmd, table, defaults);
+  addOptions(cmd, commonOptionTable, commonDefaults);
+  for (const t of generatorOptionTables()) addOptions(cmd, t.table, t.defaults);
+  cmd.action(async (data: string, _o: unknown, self: Command) => {
+    await run(data, self.opts());
+  });
+  return cmd;
+}
+
+export interface LoadedModel {
+  ckpt: LoadedCheckpoint;
+  model: TrainableModel;
+  task: TranslationTask;
+}
+
+/**
+ * A checkpoint's task set up on DATA (its dictionaries checked against the checkpoint's) and
+ * its model with the weights loaded. `taskOverrides` replaces stored task options (languages).
+ */
+export async function loadCheckpointModel(path: string, data: string, seed: number, taskOverrides: Record<string, unknown> = {}): Promise<LoadedModel> {
+  const ckpt = loadCheckpoint(path);
+  const cfg = ckpt.meta.config;
+  const task = await getTask<object, TranslationTask>(cfg.task.name).setup({ ...cfg.task.options, ...taskOverrides }, data);
+  checkDictionaries(ckpt, task.srcDict, task.tgtDict);
+  const { model: modelC } = getArchitecture<object, TrainableModel, ModelDeps>(cfg.model.arch);
+  const model = modelC.build(cfg.model.options, { srcDict: task.srcDict, tgtDict: task.tgtDict, seed });
+  loadWeights(model.params, ckpt.weights);
+  return { ckpt, model, task };
+}
