@@ -2,9 +2,11 @@
  * Choosing and initialising the TensorFlow.js backend (process-global in tfjs).
  *
  * `auto` tries, in order: `tensorflow-gpu` (@tensorflow/tfjs-node-gpu), `tensorflow`
- * (@tensorflow/tfjs-node), `wasm` (tfjs-backend-wasm, SIMD build), `cpu` (pure JS, ~30x slower
- * than wasm for training; a last resort). It reports which one it got and why the others were
- * skipped. An explicit backend that cannot load throws DifformerError('DIFFORMER_BACKEND').
+ * (@tensorflow/tfjs-node), `wasm` (tfjs-backend-wasm, SIMD build; with the native OpenBLAS
+ * kernels of ./backend/native_kernels.ts when the addon is built, reported as `wasm+native`),
+ * `cpu` (pure JS, ~30x slower than wasm for training; a last resort). It reports which one it
+ * got and why the others were skipped. An explicit backend that cannot load throws
+ * DifformerError('DIFFORMER_BACKEND').
  *
  * `threads`:
  *   - wasm: only with the experimental `wasmThreads` (tfjs disables wasm threads under Node; see
@@ -26,6 +28,7 @@ import * as tf from '@tensorflow/tfjs';
 import * as tfwasm from '@tensorflow/tfjs-backend-wasm';
 import { DifformerError } from './errors.js';
 import { registerWasmKernels } from './backend/wasm_kernels.js';
+import { registerNativeKernels } from './backend/native_kernels.js';
 import { installWasmThreadsShim, type WasmThreadsShim } from './backend/wasm_threads.js';
 
 export type BackendName = 'auto' | 'tensorflow-gpu' | 'tensorflow' | 'wasm' | 'cpu';
@@ -233,6 +236,9 @@ async function tryWasm(opts: InitBackendOptions, log: NonNullable<InitBackendOpt
     }
   }
   registerWasmKernels();
+  // Optional OpenBLAS addon (native/): registered before the backend is created; without it, plain wasm.
+  const native = registerNativeKernels({ threads: opts.threads });
+  if (!native.native) log(`native CPU kernels unavailable (${native.detail}): running on plain wasm`);
   const simd = await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT');
   let shim: WasmThreadsShim | undefined;
   if (wasmThreadsState === undefined) {
@@ -268,7 +274,8 @@ async function tryWasm(opts: InitBackendOptions, log: NonNullable<InitBackendOpt
   if (!wantThreads && opts.threads !== undefined && opts.threads > 1) {
     log('wasm runs single-threaded; --threads only applies to wasm with the experimental wasm threads flag', { threads: opts.threads });
   }
-  const reason = `tfjs wasm backend (${simd === true ? 'SIMD' : 'no SIMD: slower'}, ${actual} thread${actual === 1 ? '' : 's'}${wantThreads ? ', experimental threads shim' : ''})`;
+  const nativeNote = native.native ? ` + native CPU kernels (${native.detail})` : '';
+  const reason = `tfjs wasm${native.native ? '+native' : ''} backend (${simd === true ? 'SIMD' : 'no SIMD: slower'}, ${actual} thread${actual === 1 ? '' : 's'}${wantThreads ? ', experimental threads shim' : ''})${nativeNote}`;
   return { ok: true, reason };
 }
 

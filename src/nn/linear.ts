@@ -19,11 +19,18 @@
  * tensor, and a fresh Wᵀ misses that cache). Not worth breaking the 1:1 checkpoint mapping;
  * inference-heavy code can pre-transpose a weight once and call `matmul2d` directly.
  *
+ * With the native CPU kernels (src/backend/native_kernels.ts: OpenBLAS sgemm honours transpose
+ * flags at full speed) the explicit transposes are pure overhead, so that path uses the flags:
+ *   y = x Wᵀ + b  one GEMM with transB and the bias added in the kernel
+ *   dx = dy W     dW = dyᵀ x (transA)     db = column sums of dy (a native reduction)
+ * Both paths compute the same values; `nativeMatMulActive()` picks one per call.
+ *
  * Edge cases: tfjs 4.22 wasm returns garbage (not zeros) for a matmul with K = 0 and for Sum over
  * an empty axis, and prints an XNNPACK error to stdout for M or N = 0, so empty dimensions are
  * handled without calling the kernels.
  */
 import * as tf from '@tensorflow/tfjs';
+import { nativeMatMulActive } from '../backend/native_kernels.js';
 
 /** Plain 2-D product a·b ([n,k] x [k,m]); both gradients use plain 2-D products too
  *  (da = dy·bᵀ, db = aᵀ·dy with explicit transposes). */
@@ -76,6 +83,15 @@ function mm(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
   return tf.matMul(a, b);
 }
 
+/** op(a)·op(b) with transpose flags (native path only), zeros for empty dimensions. */
+function mmT(a: tf.Tensor2D, b: tf.Tensor2D, ta: boolean, tb: boolean): tf.Tensor2D {
+  const m = ta ? a.shape[1] : a.shape[0];
+  const k = ta ? a.shape[0] : a.shape[1];
+  const n = tb ? b.shape[0] : b.shape[1];
+  if (m === 0 || k === 0 || n === 0) return tf.zeros([m, n]);
+  return tf.matMul(a, b, ta, tb);
+}
+
 /** Column sums of a [N, M] matrix given its transpose [M, N]; zeros when N == 0. */
 function colSumsFromTransposed(t: tf.Tensor2D): tf.Tensor1D {
   if (t.shape[1] === 0) return tf.zeros([t.shape[0]]);
@@ -94,12 +110,14 @@ const matmul2dGrad = tf.customGrad((aIn: tf.Tensor | Save, bIn: tf.Tensor | Save
     value: mm(a, b),
     gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => {
       const [sa, sb] = saved as [tf.Tensor2D, tf.Tensor2D];
+      if (nativeMatMulActive()) return [mmT(dy, sb, false, true), mmT(sa, dy, true, false)];
       return [mm(dy, tf.transpose(sb)), mm(tf.transpose(sa), dy)];
     },
   };
 }) as (a: tf.Tensor2D, b: tf.Tensor2D) => tf.Tensor2D;
 
 function linearForward(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
+  if (nativeMatMulActive()) return mmT(x, w, false, true);
   return mm(x, tf.transpose(w));
 }
 
@@ -107,13 +125,24 @@ function linearForward(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
  *  (bench/backend.ts). tfjs 4.22's wasm _FusedMatMul is wrong with transposes or batch > 1 (see
  *  docs/backend-notes.md); neither happens here. */
 function linearForwardBias(x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D): tf.Tensor2D {
-  if (x.shape[0] === 0 || x.shape[1] === 0 || w.shape[0] === 0) return tf.add(mm(x, tf.transpose(w)), b) as tf.Tensor2D;
+  if (x.shape[0] === 0 || x.shape[1] === 0 || w.shape[0] === 0) return tf.add(linearForward(x, w), b) as tf.Tensor2D;
+  // The native _FusedMatMul handles transposes (stock wasm's is wrong with them).
+  if (nativeMatMulActive()) return tf.fused.matMul({ a: x, b: w, transposeB: true, bias: b }) as tf.Tensor2D;
   return tf.fused.matMul({ a: x, b: tf.transpose(w), bias: b }) as tf.Tensor2D;
 }
 
-function linearBackward(dy: tf.Tensor2D, x: tf.Tensor2D, w: tf.Tensor2D): [tf.Tensor2D, tf.Tensor2D, tf.Tensor2D] {
+/** [dx, dW, db] for y = x Wᵀ (+ b); db only when `withBias`. */
+function linearBackward(dy: tf.Tensor2D, x: tf.Tensor2D, w: tf.Tensor2D, withBias: boolean): tf.Tensor[] {
+  if (nativeMatMulActive()) {
+    const grads: tf.Tensor[] = [mm(dy, w), mmT(dy, x, true, false)];
+    // Sum over axis 0 is a native column reduction here (no transpose needed).
+    if (withBias) grads.push(dy.shape[0] === 0 ? tf.zeros([dy.shape[1]]) : tf.sum(dy, 0));
+    return grads;
+  }
   const dyT = tf.transpose(dy); // [out, N]
-  return [mm(dy, w), mm(dyT, x), dyT];
+  const grads: tf.Tensor[] = [mm(dy, w), mm(dyT, x)];
+  if (withBias) grads.push(colSumsFromTransposed(dyT));
+  return grads;
 }
 
 const linearNoBiasGrad = tf.customGrad((xIn: tf.Tensor | Save, wIn: tf.Tensor | Save, saveIn: tf.Tensor | Save) => {
@@ -124,8 +153,7 @@ const linearNoBiasGrad = tf.customGrad((xIn: tf.Tensor | Save, wIn: tf.Tensor | 
     value: linearForward(x, w),
     gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => {
       const [sx, sw] = saved as [tf.Tensor2D, tf.Tensor2D];
-      const [dx, dw] = linearBackward(dy, sx, sw);
-      return [dx, dw];
+      return linearBackward(dy, sx, sw, false);
     },
   };
 }) as (x: tf.Tensor2D, w: tf.Tensor2D) => tf.Tensor2D;
@@ -140,8 +168,7 @@ const linearBiasGrad = tf.customGrad(
       value: linearForwardBias(x, w, b),
       gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => {
         const [sx, sw] = saved as [tf.Tensor2D, tf.Tensor2D];
-        const [dx, dw, dyT] = linearBackward(dy, sx, sw);
-        return [dx, dw, colSumsFromTransposed(dyT)];
+        return linearBackward(dy, sx, sw, true);
       },
     };
   },
