@@ -30,6 +30,14 @@ function report(prog: string, e: unknown, debug: boolean): number {
     return 1;
   }
   const err = e as Error;
+  if (/^Aborted\(\)/.test(err?.message ?? '') && String(err?.stack ?? '').includes('tfjs-backend-wasm')) {
+    // tfjs-wasm aborts when its heap (capped at 4 GB, never shrinking) cannot grow
+    process.stderr.write(
+      `${prog}: error: the WebAssembly heap ran out of memory (4 GB limit); lower --max-tokens or --batch-size (raise --update-freq to keep the effective batch)\n`,
+    );
+    if (debug && err.stack) process.stderr.write(`${err.stack}\n`);
+    return 1;
+  }
   process.stderr.write(`${prog}: internal error: ${err?.message ?? String(e)}\n`);
   if (debug && err?.stack) process.stderr.write(`${err.stack}\n`);
   else process.stderr.write('(run again with --debug for the stack trace)\n');
