@@ -9,19 +9,8 @@ import { spawnSync } from 'node:child_process';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend, resetBackendForTests } from '../src/backend.js';
 import { isDifformerError } from '../src/errors.js';
-import { ROOT } from './helpers.js';
+import { ROOT, rng } from './helpers.js';
 
-/** Deterministic PRNG so failures reproduce. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 async function onCpu<T>(f: () => T): Promise<T> {
   await tf.setBackend('cpu');

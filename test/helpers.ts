@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Rng } from '../src/nn/params.js';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const FIXTURES = join(ROOT, 'test', 'fixtures');
@@ -29,4 +30,10 @@ export function runCli(bin: string, args: string[], opts: { input?: string; cwd?
 export function tempDir(prefix = 'difformer-test-'): { path: string; cleanup: () => void } {
   const path = mkdtempSync(join(tmpdir(), prefix));
   return { path, cleanup: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+/** A deterministic uniform [0, 1) source for random test data, so failures reproduce. */
+export function rng(seed: number): () => number {
+  const r = new Rng(seed);
+  return () => r.uniform();
 }

@@ -10,17 +10,8 @@ import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../../src/backend.js';
 import { linear, linearNd, matmul2d } from '../../src/nn/linear.js';
 import { nativeMatMulActive } from '../../src/backend/native_kernels.js';
+import { rng } from '../helpers.js';
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function randArray(r: () => number, n: number): number[] {
   return Array.from({ length: n }, () => r() * 2 - 1);
