@@ -23,7 +23,7 @@
  *                                 measure each step (bench/README.md) or to bisect a problem
  */
 import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
@@ -84,11 +84,38 @@ function firstLine(e: unknown): string {
   return String(e instanceof Error ? e.message : e).split('\n')[0] ?? '';
 }
 
+/**
+ * OpenBLAS kernel family for this CPU, when the variable is unset. Debian's OpenBLAS 0.3.21 does
+ * not recognise newer CPUs (e.g. Sapphire Rapids under KVM) and falls back to generic Prescott
+ * kernels, ~4x slower on GEMM; its dynamic-arch loader reads OPENBLAS_CORETYPE once, when the
+ * library is loaded, so it must be set before the addon is required. Only families whose
+ * instructions the CPU reports are chosen; a user's own setting always wins.
+ */
+export function chooseOpenBlasCoreType(cpuinfo: string): string | undefined {
+  const flags = new Set((/^flags\s*:(.*)$/m.exec(cpuinfo)?.[1] ?? '').trim().split(/\s+/));
+  if (['avx512f', 'avx512bw', 'avx512vl', 'avx512dq', 'avx512cd'].every((f) => flags.has(f))) return 'SkylakeX';
+  if (['avx2', 'fma'].every((f) => flags.has(f))) return 'Haswell';
+  return undefined;
+}
+
+function setOpenBlasCoreType(): void {
+  if (process.env['OPENBLAS_CORETYPE'] !== undefined) return;
+  let cpuinfo = '';
+  try {
+    cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
+  } catch {
+    return; // not Linux: OpenBLAS detects the CPU itself
+  }
+  const core = chooseOpenBlasCoreType(cpuinfo);
+  if (core !== undefined) process.env['OPENBLAS_CORETYPE'] = core;
+}
+
 /** Loads the addon, or says why not. */
 function loadAddon(): NativeAddon | string {
   if (process.env['DIFFORMER_NATIVE'] === '0') return 'disabled by DIFFORMER_NATIVE=0';
   const path = addonPath();
   if (path === undefined) return 'not built: run `npm run build:native` (needs a C compiler and libopenblas-dev)';
+  setOpenBlasCoreType();
   try {
     const a = require(path) as NativeAddon;
     const info = a.info();

@@ -13,6 +13,7 @@ import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../../src/backend.js';
 import {
   addDropoutMasked,
+  chooseOpenBlasCoreType,
   applyDropoutMask,
   dropoutMask,
   layerNormOp,
@@ -486,4 +487,14 @@ test('variableGradsLowMemory gives the same value and gradients as tf.variableGr
   })(tf.scalar(2));
   assert.equal(g.dataSync()[0], 6);
   tf.dispose([g, x, ...vars]);
+});
+
+test('OpenBLAS core type: chosen only from instructions the CPU reports', () => {
+  const cpu = (flags: string): string => `processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: ${flags}\n`;
+  const skx = 'fpu sse sse2 avx avx2 fma avx512f avx512dq avx512cd avx512bw avx512vl';
+  assert.equal(chooseOpenBlasCoreType(cpu(skx)), 'SkylakeX');
+  assert.equal(chooseOpenBlasCoreType(cpu('fpu sse sse2 avx avx2 fma avx512f')), 'Haswell'); // partial AVX-512 (Knights-style)
+  assert.equal(chooseOpenBlasCoreType(cpu('fpu sse sse2 avx avx2 fma')), 'Haswell');
+  assert.equal(chooseOpenBlasCoreType(cpu('fpu sse sse2 avx')), undefined);
+  assert.equal(chooseOpenBlasCoreType('no flags line here'), undefined);
 });
