@@ -67,6 +67,7 @@ for (const k of prof.kernels) {
   agg.set(key, e);
 }
 console.log(`${arch}, batch ${b.bsz}x${b.srcLen}/${b.tgtLen} (${b.ntokens} target tokens); ${report.reason}`);
+console.log(`peak tensor bytes ${(prof.peakBytes / 2 ** 20).toFixed(0)} MiB (new ${(prof.newBytes / 2 ** 20).toFixed(0)} MiB); wasm heap ${((tf.backend() as unknown as { wasm: { HEAPU8: Uint8Array } }).wasm.HEAPU8.length / 2 ** 20).toFixed(0)} MiB`);
 console.log(`step under the profiler: ${wall.toFixed(0)} ms; in kernels ${kernelMs.toFixed(0)} ms; outside kernels ${(wall - kernelMs).toFixed(0)} ms; kernel calls ${[...agg.values()].reduce((a, e) => a + e.n, 0)}`);
 for (const [name, e] of [...agg.entries()].sort((x, y) => y[1].ms - x[1].ms).slice(0, top)) {
   console.log(`${e.ms.toFixed(1).padStart(9)} ms ${((100 * e.ms) / wall).toFixed(1).padStart(5)}%  x${String(e.n).padEnd(5)} ${name}`);

@@ -23,6 +23,7 @@
  * Left out: --report-accuracy, --ignore-prefix-size.
  */
 import * as tf from '@tensorflow/tfjs';
+import { nativeSmoothedXentTerms } from '../src/backend/native_kernels.js';
 import { DifformerError } from '../src/errors.js';
 import { boolFlag, floatFlag, type OptionTable } from '../src/options.js';
 import type { CriterionComponent } from '../src/registry.js';
@@ -106,7 +107,9 @@ export function labelSmoothedNllLoss(
   }
   const out = tf.tidy(() => {
     const tgt = target.dtype === 'int32' ? target : (tf.cast(target, 'int32') as tf.Tensor1D);
-    let terms = opts.inputIsLogProbs ? smoothedTermsFromLogProbs(input, tgt, epsilon) : smoothedTermsFromLogits(input, tgt, epsilon);
+    let terms = opts.inputIsLogProbs
+      ? smoothedTermsFromLogProbs(input, tgt, epsilon)
+      : (nativeSmoothedXentTerms(input, tgt, epsilon) ?? smoothedTermsFromLogits(input, tgt, epsilon));
     if (ignoreIndex !== undefined) terms = tf.mul(terms, tf.cast(tf.notEqual(tgt, ignoreIndex), 'float32')); // [2, N]
     const reduced = opts.reduce === false ? terms : tf.sum(terms, 1); // [2, N] or [2]
     const [loss, nllLoss] = tf.unstack(reduced);

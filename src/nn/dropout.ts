@@ -4,6 +4,7 @@
  * Inactive (returns its input unchanged) when not training or when p = 0.
  */
 import * as tf from '@tensorflow/tfjs';
+import { addDropoutMasked, applyDropoutMask, dropoutMask } from '../backend/native_kernels.js';
 import type { Rng } from './params.js';
 
 /** What every forward function needs besides parameters. */
@@ -12,17 +13,19 @@ export interface ForwardContext {
   rng: Rng;
 }
 
-/** Inverted dropout: kept units are scaled by 1/(1-p), as torch.nn.functional.dropout. */
+/**
+ * Inverted dropout: kept units are scaled by 1/(1-p), as torch.nn.functional.dropout. Only the
+ * mask is kept for backprop (a plain multiply would also keep x alive).
+ */
 export function dropout<T extends tf.Tensor>(x: T, p: number, ctx: ForwardContext): T {
   if (!ctx.training || p <= 0) return x;
   if (p >= 1) return tf.zerosLike(x);
-  const n = x.size;
-  const mask = new Float32Array(n);
-  const scale = 1 / (1 - p);
-  // Compare 24-bit integers: keep iff u >= p, u uniform in [0, 1).
-  const threshold = Math.ceil(p * 16777216);
-  const rng = ctx.rng;
-  for (let i = 0; i < n; i++) if (rng.nextUint32() >>> 8 >= threshold) mask[i] = scale;
-  // A later perf pass could draw the mask in a wasm kernel and fuse the multiply.
-  return tf.mul(x, tf.tensor(mask, x.shape, 'float32')) as T;
+  return applyDropoutMask(x, dropoutMask(ctx.rng, x.shape, p));
+}
+
+/** residual + dropout(x): the residual connection of a Transformer sublayer, fused. */
+export function addDropout<T extends tf.Tensor>(residual: T, x: T, p: number, ctx: ForwardContext): T {
+  if (!ctx.training || p <= 0) return tf.add(residual, x);
+  if (p >= 1) return tf.add(residual, tf.zerosLike(x));
+  return addDropoutMasked(residual, x, dropoutMask(ctx.rng, x.shape, p));
 }

@@ -5,6 +5,7 @@
  * `--embed-norm-affine`).
  */
 import * as tf from '@tensorflow/tfjs';
+import { layerNormOp } from '../backend/native_kernels.js';
 import { ones, zeros, type ParamStore } from './params.js';
 
 export function initLayerNorm(store: ParamStore, prefix: string, dim: number, opts: { affine?: boolean } = {}): void {
@@ -13,19 +14,13 @@ export function initLayerNorm(store: ParamStore, prefix: string, dim: number, op
   store.create(`${prefix}.bias`, [dim], zeros);
 }
 
-/** y = (x - mean) / sqrt(var + eps) * weight + bias, over the last axis. */
+/**
+ * y = (x - mean) / sqrt(var + eps) * weight + bias, over the last axis: one op with its own
+ * gradient that keeps only the normalised input and 1/std for backprop (native kernel when the
+ * addon is active; see src/backend/native_kernels.ts).
+ */
 export function layerNormWith<T extends tf.Tensor>(x: T, weight?: tf.Tensor1D, bias?: tf.Tensor1D, eps = 1e-5): T {
-  return tf.tidy(() => {
-    const axis = x.rank - 1;
-    const mean = tf.mean(x, axis, true);
-    const centered = tf.sub(x, mean);
-    const variance = tf.mean(tf.square(centered), axis, true);
-    // A later perf pass could fuse this into one wasm kernel (the backend notes list it).
-    let y = tf.mul(centered, tf.rsqrt(tf.add(variance, eps)));
-    if (weight !== undefined) y = tf.mul(y, weight);
-    if (bias !== undefined) y = tf.add(y, bias);
-    return y as T;
-  });
+  return layerNormOp(x, weight, bias, eps);
 }
 
 /** Layer norm with the parameters stored under `prefix` (none when created with affine: false). */

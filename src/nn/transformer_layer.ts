@@ -21,7 +21,7 @@ import {
   selfAttentionStep,
   type KeyValue,
 } from './attention.js';
-import { dropout, type ForwardContext } from './dropout.js';
+import { addDropout, type ForwardContext } from './dropout.js';
 import { ffn, initFfn, type ActivationFn } from './ffn.js';
 import { initLayerNorm, layerNorm } from './layer_norm.js';
 import { tidyObject, type InitStyle, type ParamStore } from './params.js';
@@ -75,7 +75,7 @@ function residualBlock(
   sublayer: (h: tf.Tensor3D) => tf.Tensor3D,
 ): tf.Tensor3D {
   const h = o.normalizeBefore ? layerNorm(store, lnPrefix, x) : x;
-  const y: tf.Tensor3D = tf.add(x, dropout(sublayer(h), o.dropout, ctx));
+  const y = addDropout(x, sublayer(h), o.dropout, ctx);
   return o.normalizeBefore ? y : layerNorm(store, lnPrefix, y);
 }
 

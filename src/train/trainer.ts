@@ -27,7 +27,7 @@ import {
   type TrainProgress,
 } from './checkpoint.js';
 import { learningRate, type LrSchedulerName } from './lr_scheduler.js';
-import { Adam, scaleAndClip } from './optimizer.js';
+import { Adam, scaleAndClip, variableGradsLowMemory } from './optimizer.js';
 import type { Criterion, LogSums, TrainableModel } from './types.js';
 import type { Dictionary } from '../data/dictionary.js';
 
@@ -232,7 +232,7 @@ export class Trainer<M extends TrainableModel> {
       let keys: string[] = [];
       let logT: tf.Tensor | undefined;
       let sampleSize = 0;
-      const { value, grads } = tf.variableGrads(() => {
+      const { value, grads } = variableGradsLowMemory(() => {
         const out = criterion.forward(model, batch, true);
         keys = Object.keys(out.logging);
         sampleSize = out.sampleSize;
