@@ -31,6 +31,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend.js';
+import { chooseOpenBlasCoreType } from '../src/backend/native_kernels.js';
 import { registerBuiltins } from '../src/cli/builtins.js';
 import { createLogger } from '../src/log.js';
 import { resolveOptions } from '../src/options.js';
@@ -258,6 +259,12 @@ function main(): void {
   const rounds = Number(get('--rounds') ?? (quick ? 1 : 2));
   const archFilter = get('--arch');
   const dir = mkdtempSync(join(tmpdir(), 'difformer-bench-'));
+  // Both sides get the kernel family our toolkit would pick (it sets the variable for itself
+  // when unset; PyTorch's OpenBLAS would otherwise fall back to generic kernels on this CPU).
+  if (process.env['OPENBLAS_CORETYPE'] === undefined) {
+    const core = chooseOpenBlasCoreType(readFileSync('/proc/cpuinfo', 'utf8'));
+    if (core !== undefined) process.env['OPENBLAS_CORETYPE'] = core;
+  }
   console.log(`OPENBLAS_CORETYPE=${process.env['OPENBLAS_CORETYPE'] ?? '(unset: OpenBLAS picks)'}; load average at start ${loadavg()}; ${rounds} round(s), best of rounds per side`);
   try {
     const jobs: { name: string; job: Job }[] = [];
