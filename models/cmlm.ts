@@ -36,11 +36,12 @@ import { DifformerError } from '../src/errors.js';
 import { paddingBias } from '../src/nn/attention.js';
 import { dropout, type ForwardContext } from '../src/nn/dropout.js';
 import { embed, initEmbedding } from '../src/nn/embedding.js';
+import { decoderLayerOptions, initEncoder, runEncoder, transformerEncoderOptions, type EncoderOptions } from '../src/nn/encoder.js';
 import { initLayerNorm, layerNorm } from '../src/nn/layer_norm.js';
 import { linear } from '../src/nn/linear.js';
 import { normal, ParamStore, tidyObject, type InitStyle, type Rng } from '../src/nn/params.js';
 import { embedPositions, initPositions } from '../src/nn/positions.js';
-import { decoderLayer, encoderLayer, initDecoderLayer, initEncoderLayer, type LayerOptions } from '../src/nn/transformer_layer.js';
+import { decoderLayer, initDecoderLayer, type LayerOptions } from '../src/nn/transformer_layer.js';
 import { boolFlag, choiceFlag, floatFlag, type OptionTable } from '../src/options.js';
 import type { ModelComponent } from '../src/registry.js';
 import type { ModelDeps } from '../src/train/types.js';
@@ -141,20 +142,6 @@ function checkCmlmOptions(o: CmlmOptions, dicts: CmlmDicts): void {
   }
 }
 
-function layerOptions(o: CmlmOptions, side: 'encoder' | 'decoder'): LayerOptions {
-  const enc = side === 'encoder';
-  return {
-    embedDim: enc ? o.encoderEmbedDim : o.decoderEmbedDim,
-    ffnEmbedDim: enc ? o.encoderFfnEmbedDim : o.decoderFfnEmbedDim,
-    attentionHeads: enc ? o.encoderAttentionHeads : o.decoderAttentionHeads,
-    normalizeBefore: enc ? o.encoderNormalizeBefore : o.decoderNormalizeBefore,
-    dropout: o.dropout,
-    attentionDropout: o.attentionDropout,
-    activationDropout: o.activationDropout,
-    activationFn: o.activationFn,
-  };
-}
-
 export interface MaskIds {
   pad: number;
   bos: number;
@@ -196,7 +183,7 @@ export class CmlmModel {
   readonly params: ParamStore;
   readonly opts: Readonly<CmlmOptions>;
   readonly dicts: CmlmDicts;
-  private readonly enc: LayerOptions;
+  private readonly enc: EncoderOptions;
   private readonly dec: LayerOptions;
   private readonly encScale: number;
   private readonly decScale: number;
@@ -205,8 +192,8 @@ export class CmlmModel {
     checkCmlmOptions(opts, dicts);
     this.opts = Object.freeze({ ...opts, shareDecoderInputOutputEmbed: opts.shareDecoderInputOutputEmbed || opts.shareAllEmbeddings });
     this.dicts = dicts;
-    this.enc = layerOptions(opts, 'encoder');
-    this.dec = layerOptions(opts, 'decoder');
+    this.enc = transformerEncoderOptions(opts);
+    this.dec = decoderLayerOptions(opts);
     this.encScale = opts.noScaleEmbedding ? 1 : Math.sqrt(opts.encoderEmbedDim);
     this.decScale = opts.noScaleEmbedding ? 1 : Math.sqrt(opts.decoderEmbedDim);
     this.params = new ParamStore(seed);
@@ -219,12 +206,7 @@ export class CmlmModel {
     const p = this.params;
     const { src, tgt } = this.dicts;
     const init: InitStyle = o.applyBertInit ? 'bert' : 'fairseq';
-    initEmbedding(p, 'encoder.embed_tokens.weight', src.size, o.encoderEmbedDim, src.padIndex, init);
-    if (!o.noTokenPositionalEmbeddings) {
-      initPositions(p, 'encoder.embed_positions', { maxPositions: o.maxSourcePositions, dim: o.encoderEmbedDim, padIndex: src.padIndex, learned: o.encoderLearnedPos, init });
-    }
-    for (let i = 0; i < o.encoderLayers; i++) initEncoderLayer(p, `encoder.layers.${i}`, this.enc, init);
-    if (o.encoderNormalizeBefore) initLayerNorm(p, 'encoder.layer_norm', o.encoderEmbedDim);
+    initEncoder(p, this.enc, src, { style: init });
 
     if (o.shareAllEmbeddings) p.alias('decoder.embed_tokens.weight', 'encoder.embed_tokens.weight');
     else initEmbedding(p, 'decoder.embed_tokens.weight', tgt.size, o.decoderEmbedDim, tgt.padIndex, init);
@@ -253,19 +235,7 @@ export class CmlmModel {
 
   /** srcTokens [B, S] int32 (BOS first, right-padded). The caller disposes the result. */
   encode(srcTokens: tf.Tensor2D, training: boolean): EncoderOut {
-    const p = this.params;
-    const ctx = this.ctx(training);
-    const pad = this.dicts.src.padIndex;
-    return tidyObject(() => {
-      let x = embed(p.get('encoder.embed_tokens.weight') as tf.Tensor2D, srcTokens, this.encScale); // [B, S, C]
-      if (!this.opts.noTokenPositionalEmbeddings) x = tf.add(x, embedPositions(p, 'encoder.embed_positions', srcTokens, pad));
-      x = dropout(x, this.opts.dropout, ctx);
-      const paddingMask = tf.cast(tf.equal(srcTokens, pad), 'float32') as tf.Tensor2D; // [B, S]
-      const bias = paddingBias(paddingMask);
-      for (let i = 0; i < this.opts.encoderLayers; i++) x = encoderLayer(p, `encoder.layers.${i}`, x, bias, this.enc, ctx);
-      if (this.opts.encoderNormalizeBefore) x = layerNorm(p, 'encoder.layer_norm', x);
-      return { out: x, paddingMask };
-    });
+    return runEncoder(this.params, this.enc, srcTokens, this.dicts.src.padIndex, this.ctx(training), this.encScale);
   }
 
   reorderEncoderOut(e: EncoderOut, indices: tf.Tensor1D): EncoderOut {

@@ -37,13 +37,14 @@ import {
 import { paddingBias } from '../src/nn/attention.js';
 import { dropout, type ForwardContext } from '../src/nn/dropout.js';
 import { embed, initEmbedding } from '../src/nn/embedding.js';
+import { initEncoder, layerOptions, runEncoder, type EncoderOptions } from '../src/nn/encoder.js';
 import { activation, linearInit } from '../src/nn/ffn.js';
 import { initLayerNorm, layerNorm } from '../src/nn/layer_norm.js';
 import { linear, linearNd } from '../src/nn/linear.js';
 import { normal, ParamStore, tidyObject, torchLinearWeight, type InitStyle } from '../src/nn/params.js';
 import { embedPositions, initPositions } from '../src/nn/positions.js';
 import { initProjection, project, type ProjectionInit } from '../src/nn/projection.js';
-import { decoderLayer, encoderLayer, initDecoderLayer, initEncoderLayer, type LayerOptions } from '../src/nn/transformer_layer.js';
+import { decoderLayer, initDecoderLayer, type LayerOptions } from '../src/nn/transformer_layer.js';
 import type { ModelComponent } from '../src/registry.js';
 import { checkDifformerOptions, difformerDefaults, difformerOptionTable, type DifformerDicts, type DifformerOptions } from './difformer_options.js';
 import { disposeEncoderOut, reorderEncoderOut, type EncoderOut } from './transformer.js';
@@ -117,20 +118,6 @@ export interface ForwardDraws {
   selfCond?: boolean;
 }
 
-function layerOptions(o: DifformerOptions, side: 'encoder' | 'decoder'): LayerOptions {
-  const enc = side === 'encoder';
-  return {
-    embedDim: o.modelDim,
-    ffnEmbedDim: enc ? o.encoderFfnEmbedDim : o.decoderFfnEmbedDim,
-    attentionHeads: enc ? o.encoderAttentionHeads : o.decoderAttentionHeads,
-    normalizeBefore: false, // post-LN, as every official architecture
-    dropout: o.dropout,
-    attentionDropout: o.attentionDropout,
-    activationDropout: o.activationDropout,
-    activationFn: o.activationFn,
-  };
-}
-
 export class DifformerModel {
   readonly generatorFamily = 'diffusion' as const;
   readonly params: ParamStore;
@@ -142,15 +129,24 @@ export class DifformerModel {
   readonly diffusion: Diffusion;
   /** Multiplies eps in q_sample: F, or 1 under --vp-rf (the schedule carries F there). */
   readonly noiseScale: number;
-  private readonly enc: LayerOptions;
+  private readonly enc: EncoderOptions;
   private readonly dec: LayerOptions;
 
   constructor(opts: DifformerOptions, dicts: DifformerDicts, seed = 1) {
     checkDifformerOptions(opts, dicts);
     this.opts = Object.freeze({ ...opts });
     this.dicts = dicts;
-    this.enc = layerOptions(opts, 'encoder');
-    this.dec = layerOptions(opts, 'decoder');
+    // One model width on both sides, post-LN as every official architecture; the token table is
+    // latent-wide, so the encoder projects it up (encoder.project_in_dim) when the widths differ.
+    this.enc = {
+      tokenDim: opts.latentDim,
+      layers: opts.encoderLayers,
+      layer: layerOptions(opts, 'encoder', opts.modelDim, false),
+      positions: true,
+      learnedPos: opts.encoderLearnedPos,
+      maxPositions: opts.maxSourcePositions,
+    };
+    this.dec = layerOptions(opts, 'decoder', opts.modelDim, false);
     this.embedScale = opts.noScaleEmbedding ? 1 : Math.sqrt(opts.latentDim);
     const alphaBar = opts.vpRf ? vpRescaledAlphaBar(alphaBarFn(opts.noiseSchedule), opts.rescalingFactor) : alphaBarFn(opts.noiseSchedule);
     this.diffusion = diffusionFromBetas(betasForAlphaBar(opts.diffusionSteps, alphaBar));
@@ -167,13 +163,10 @@ export class DifformerModel {
     // The decoder's init_bert_params also re-initialises anything it shares with the encoder.
     const decInit: InitStyle = o.applyBertInit ? 'bert' : 'fairseq';
     const projected = o.latentDim !== o.modelDim; // else all three projections are identity
-    initEmbedding(p, 'encoder.embed_tokens.weight', src.size, o.latentDim, src.padIndex, o.shareAllEmbeddings ? decInit : 'fairseq');
-    if (projected) {
-      const init = o.shareProjectInDim ? projectionInit(o.latentDim, decInit) : projectionInit(o.latentDim, 'fairseq');
-      initProjection(p, 'encoder.project_in_dim', o.latentDim, o.modelDim, init);
-    }
-    initPositions(p, 'encoder.embed_positions', { maxPositions: o.maxSourcePositions, dim: o.modelDim, padIndex: src.padIndex, learned: o.encoderLearnedPos });
-    for (let i = 0; i < o.encoderLayers; i++) initEncoderLayer(p, `encoder.layers.${i}`, this.enc);
+    initEncoder(p, this.enc, src, {
+      tokens: o.shareAllEmbeddings ? decInit : 'fairseq',
+      projectIn: projectionInit(o.latentDim, o.shareProjectInDim ? decInit : 'fairseq'),
+    });
 
     if (o.shareAllEmbeddings) p.alias('decoder.embed_tokens.weight', 'encoder.embed_tokens.weight');
     else initEmbedding(p, 'decoder.embed_tokens.weight', tgt.size, o.latentDim, tgt.padIndex, decInit);
@@ -214,27 +207,16 @@ export class DifformerModel {
     return this.opts.latentDim;
   }
 
-  /** Bias-free latent -> model projection (identity when the widths agree). [B, L, D] -> [B, L, C] */
-  private projectIn(side: 'encoder' | 'decoder', x: tf.Tensor3D): tf.Tensor3D {
-    const name = `${side}.project_in_dim.weight`;
+  /** The decoder's bias-free latent -> model projection (identity when the widths agree). [B, L, D] -> [B, L, C] */
+  private projectIn(x: tf.Tensor3D): tf.Tensor3D {
+    const name = 'decoder.project_in_dim.weight';
     if (!this.params.has(name)) return x;
     return linearNd(x, this.params.get(name) as tf.Tensor2D) as tf.Tensor3D;
   }
 
   /** srcTokens [B, S] int32 (right-padded, BOS first). The caller disposes the result. */
   encode(srcTokens: tf.Tensor2D, training: boolean): EncoderOut {
-    const p = this.params;
-    const ctx = this.ctx(training);
-    const pad = this.dicts.src.padIndex;
-    return tidyObject(() => {
-      const e = embed(p.get('encoder.embed_tokens.weight') as tf.Tensor2D, srcTokens, this.embedScale); // [B, S, D]
-      let x = tf.add(this.projectIn('encoder', e), embedPositions(p, 'encoder.embed_positions', srcTokens, pad)) as tf.Tensor3D; // [B, S, C]
-      x = dropout(x, this.opts.dropout, ctx);
-      const paddingMask = tf.cast(tf.equal(srcTokens, pad), 'float32') as tf.Tensor2D; // [B, S]
-      const bias = paddingBias(paddingMask);
-      for (let i = 0; i < this.opts.encoderLayers; i++) x = encoderLayer(p, `encoder.layers.${i}`, x, bias, this.enc, ctx);
-      return { out: x, paddingMask };
-    });
+    return runEncoder(this.params, this.enc, srcTokens, this.dicts.src.padIndex, this.ctx(training), this.embedScale);
   }
 
   reorderEncoderOut(e: EncoderOut, indices: tf.Tensor1D): EncoderOut {
@@ -330,10 +312,10 @@ export class DifformerModel {
     if (o.selfCond) {
       const p0 = prev ?? tf.zerosLike(zt);
       h = o.selfCondBeforeProj
-        ? this.projectIn('decoder', this.selfCondProj(tf.concat([zt, p0], 2), ctx)) // [B, L, 2D] -> [B, L, D] -> [B, L, C]
-        : this.selfCondProj(tf.concat([this.projectIn('decoder', zt), this.projectIn('decoder', p0)], 2), ctx); // [B, L, 2C] -> [B, L, C]
+        ? this.projectIn(this.selfCondProj(tf.concat([zt, p0], 2), ctx)) // [B, L, 2D] -> [B, L, D] -> [B, L, C]
+        : this.selfCondProj(tf.concat([this.projectIn(zt), this.projectIn(p0)], 2), ctx); // [B, L, 2C] -> [B, L, C]
     } else {
-      h = this.projectIn('decoder', zt);
+      h = this.projectIn(zt);
     }
     h = tf.add(h, this.timeEmbedding(tModel, b));
     // Positions come from the length mask: slot i of a row gets table row pad + 1 + i.

@@ -26,20 +26,22 @@ import { DifformerError } from '../src/errors.js';
 import { causalBias, paddingBias, projectKeyValue, reorderKeyValue, type KeyValue } from '../src/nn/attention.js';
 import { dropout, type ForwardContext } from '../src/nn/dropout.js';
 import { embed, initEmbedding } from '../src/nn/embedding.js';
+import {
+  decoderLayerOptions,
+  initEncoder,
+  runEncoder,
+  transformerEncoderOptions,
+  type EncoderOptions,
+  type EncoderOut,
+} from '../src/nn/encoder.js';
 import type { ActivationFn } from '../src/nn/ffn.js';
 import { initLayerNorm, layerNorm } from '../src/nn/layer_norm.js';
 import { linear } from '../src/nn/linear.js';
 import { normal, ParamStore, tidyObject } from '../src/nn/params.js';
 import { embedPositionAt, embedPositions, initPositions } from '../src/nn/positions.js';
-import {
-  decoderLayer,
-  decoderLayerStep,
-  encoderLayer,
-  initDecoderLayer,
-  initEncoderLayer,
-  type DecoderLayerCache,
-  type LayerOptions,
-} from '../src/nn/transformer_layer.js';
+import { decoderLayer, decoderLayerStep, initDecoderLayer, type DecoderLayerCache, type LayerOptions } from '../src/nn/transformer_layer.js';
+
+export type { EncoderOut };
 
 export interface TransformerOptions {
   encoderEmbedDim: number;
@@ -151,12 +153,6 @@ export interface TransformerDicts {
   tgt: DictInfo;
 }
 
-export interface EncoderOut {
-  out: tf.Tensor3D; // [B, S, C]
-  /** 1 where the source is padding, else 0. [B, S] float32. */
-  paddingMask: tf.Tensor2D;
-}
-
 /** Incremental decoder state; owns its tensors. */
 export interface DecoderState {
   /** Number of positions decoded so far. */
@@ -193,25 +189,11 @@ function checkOptions(o: TransformerOptions, dicts: TransformerDicts): void {
   }
 }
 
-function layerOptions(o: TransformerOptions, side: 'encoder' | 'decoder'): LayerOptions {
-  const enc = side === 'encoder';
-  return {
-    embedDim: enc ? o.encoderEmbedDim : o.decoderEmbedDim,
-    ffnEmbedDim: enc ? o.encoderFfnEmbedDim : o.decoderFfnEmbedDim,
-    attentionHeads: enc ? o.encoderAttentionHeads : o.decoderAttentionHeads,
-    normalizeBefore: enc ? o.encoderNormalizeBefore : o.decoderNormalizeBefore,
-    dropout: o.dropout,
-    attentionDropout: o.attentionDropout,
-    activationDropout: o.activationDropout,
-    activationFn: o.activationFn,
-  };
-}
-
 export class TransformerModel {
   readonly params: ParamStore;
   readonly opts: Readonly<TransformerOptions>;
   readonly dicts: TransformerDicts;
-  private readonly enc: LayerOptions;
+  private readonly enc: EncoderOptions;
   private readonly dec: LayerOptions;
   private readonly encScale: number;
   private readonly decScale: number;
@@ -220,8 +202,8 @@ export class TransformerModel {
     checkOptions(opts, dicts);
     this.opts = Object.freeze({ ...opts, shareDecoderInputOutputEmbed: opts.shareDecoderInputOutputEmbed || opts.shareAllEmbeddings });
     this.dicts = dicts;
-    this.enc = layerOptions(opts, 'encoder');
-    this.dec = layerOptions(opts, 'decoder');
+    this.enc = transformerEncoderOptions(opts);
+    this.dec = decoderLayerOptions(opts);
     this.encScale = opts.noScaleEmbedding ? 1 : Math.sqrt(opts.encoderEmbedDim);
     this.decScale = opts.noScaleEmbedding ? 1 : Math.sqrt(opts.decoderEmbedDim);
     this.params = new ParamStore(seed);
@@ -233,17 +215,7 @@ export class TransformerModel {
     const o = this.opts;
     const p = this.params;
     const { src, tgt } = this.dicts;
-    initEmbedding(p, 'encoder.embed_tokens.weight', src.size, o.encoderEmbedDim, src.padIndex);
-    if (!o.noTokenPositionalEmbeddings) {
-      initPositions(p, 'encoder.embed_positions', {
-        maxPositions: o.maxSourcePositions,
-        dim: o.encoderEmbedDim,
-        padIndex: src.padIndex,
-        learned: o.encoderLearnedPos,
-      });
-    }
-    for (let i = 0; i < o.encoderLayers; i++) initEncoderLayer(p, `encoder.layers.${i}`, this.enc);
-    if (o.encoderNormalizeBefore) initLayerNorm(p, 'encoder.layer_norm', o.encoderEmbedDim);
+    initEncoder(p, this.enc, src);
 
     if (o.shareAllEmbeddings) p.alias('decoder.embed_tokens.weight', 'encoder.embed_tokens.weight');
     else initEmbedding(p, 'decoder.embed_tokens.weight', tgt.size, o.decoderEmbedDim, tgt.padIndex);
@@ -267,19 +239,7 @@ export class TransformerModel {
 
   /** srcTokens [B, S] int32, right- or left-padded. The caller disposes the result (`disposeEncoderOut`). */
   encode(srcTokens: tf.Tensor2D, training: boolean): EncoderOut {
-    const p = this.params;
-    const ctx = this.ctx(training);
-    const pad = this.dicts.src.padIndex;
-    return tf.tidy(() => {
-      let x = embed(p.get('encoder.embed_tokens.weight') as tf.Tensor2D, srcTokens, this.encScale); // [B, S, C]
-      if (!this.opts.noTokenPositionalEmbeddings) x = tf.add(x, embedPositions(p, 'encoder.embed_positions', srcTokens, pad));
-      x = dropout(x, this.opts.dropout, ctx);
-      const paddingMask = tf.cast(tf.equal(srcTokens, pad), 'float32') as tf.Tensor2D; // [B, S]
-      const bias = paddingBias(paddingMask); // [B, 1, 1, S]
-      for (let i = 0; i < this.opts.encoderLayers; i++) x = encoderLayer(p, `encoder.layers.${i}`, x, bias, this.enc, ctx);
-      if (this.opts.encoderNormalizeBefore) x = layerNorm(p, 'encoder.layer_norm', x);
-      return { out: x, paddingMask };
-    });
+    return runEncoder(this.params, this.enc, srcTokens, this.dicts.src.padIndex, this.ctx(training), this.encScale);
   }
 
   /** Token + position embeddings of decoder input, scaled, with dropout. [B, T, C]. */
