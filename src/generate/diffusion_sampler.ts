@@ -32,10 +32,10 @@ import { DifformerError } from '../errors.js';
 import { Rng } from '../nn/params.js';
 import { boolFlag, choiceFlag, floatFlag, intFlag, type OptionTable } from '../options.js';
 import {
-  arRerankRows,
+  arRerankScores,
   bleuMbrScores,
   CANDIDATE_SELECTIONS,
-  rankedHypotheses,
+  hypothesesBySentence,
   removeBpe,
   toHypothesisTokens,
   type ArScorer,
@@ -282,17 +282,14 @@ export function buildDiffusionGenerator<E>(model: DiffusionModel<E>, deps: Diffu
     model.disposeEncoderOut(enc);
 
     const sel = selectionScores(raws, batch);
-    const hypos: Hypothesis[][] = [];
+    const hypos = hypothesesBySentence(raws, sel, b, ids);
+    if (!o.retainIterHistory) return { hypos, history: undefined };
     const history: Int32Array[][] = [];
     for (let i = 0; i < bsz; i++) {
-      const ranked = rankedHypotheses(raws.slice(i * b, (i + 1) * b), sel.slice(i * b, (i + 1) * b), ids);
-      hypos.push(ranked);
-      if (o.retainIterHistory) {
-        const best = i * b + bestIndex(sel.slice(i * b, (i + 1) * b));
-        history.push(steps.map((rows) => toHypothesisTokens({ tokens: rows[best]!, scores: new Float32Array(rows[best]!.length), score: 0 }, ids).tokens));
-      }
+      const best = i * b + bestIndex(sel.slice(i * b, (i + 1) * b));
+      history.push(steps.map((rows) => toHypothesisTokens({ tokens: rows[best]!, scores: new Float32Array(rows[best]!.length), score: 0 }, ids).tokens));
     }
-    return { hypos, history: o.retainIterHistory ? history : undefined };
+    return { hypos, history };
   }
 
   /** Selection score of every candidate (the model's own score when b = 1, as the official code). */
@@ -305,19 +302,7 @@ export function buildDiffusionGenerator<E>(model: DiffusionModel<E>, deps: Diffu
       for (let i = 0; i < batch.bsz; i++) out.push(...bleuMbrScores(strings.slice(i * b, (i + 1) * b), own.slice(i * b, (i + 1) * b)));
       return out;
     }
-    const { rows, width } = arRerankRows(raws, { ...ids });
-    const srcRows = new Int32Array(raws.length * batch.srcLen);
-    for (let c = 0; c < raws.length; c++) {
-      const s = Math.floor(c / b);
-      srcRows.set(batch.srcTokens.subarray(s * batch.srcLen, (s + 1) * batch.srcLen), c * batch.srcLen);
-    }
-    const srcT = tf.tensor2d(srcRows, [raws.length, batch.srcLen], 'int32');
-    const prevT = tf.tensor2d(rows, [raws.length, width], 'int32');
-    try {
-      return Array.from(deps.reranker!.scoreCandidates(srcT, prevT));
-    } finally {
-      tf.dispose([srcT, prevT]);
-    }
+    return arRerankScores(deps.reranker!, raws, batch, b, ids);
   }
 
   return {

@@ -12,7 +12,8 @@
  * As the official generator, a selection mode only applies when b > 1, and the chosen score
  * replaces the hypothesis score (so H- lines print a BLEU under bleu-mbr).
  */
-import type * as tf from '@tensorflow/tfjs';
+import * as tf from '@tensorflow/tfjs';
+import type { Batch } from '../data/language_pair_dataset.js';
 import { sacreSentenceBleu } from '../metrics/sacrebleu.js';
 import type { Hypothesis } from './sequence_generator.js';
 
@@ -90,6 +91,38 @@ export function rankCandidates(scores: readonly number[]): number[] {
 /** Build the sentence's hypotheses, best first, each scored by its selection score. */
 export function rankedHypotheses(raws: readonly RawCandidate[], selScores: readonly number[], ids: SpecialTokens): Hypothesis[] {
   return rankCandidates(selScores).map((c) => ({ ...toHypothesisTokens(raws[c]!, ids), score: selScores[c]! }));
+}
+
+/**
+ * Every sentence's hypotheses, best first. Candidates are sentence-major, `perSentence` of each
+ * sentence in a row (the layout both NAT generators decode in).
+ */
+export function hypothesesBySentence(raws: readonly RawCandidate[], selScores: readonly number[], perSentence: number, ids: SpecialTokens): Hypothesis[][] {
+  const out: Hypothesis[][] = [];
+  for (let lo = 0; lo < raws.length; lo += perSentence) {
+    out.push(rankedHypotheses(raws.slice(lo, lo + perSentence), selScores.slice(lo, lo + perSentence), ids));
+  }
+  return out;
+}
+
+/**
+ * `reranker`'s score of each sentence-major candidate; candidate c is scored against the source
+ * row of its sentence, floor(c / perSentence), as fairseq's rerank repeats the source.
+ */
+export function arRerankScores(reranker: ArScorer, raws: readonly RawCandidate[], batch: Batch, perSentence: number, ids: SpecialTokens): number[] {
+  const { rows, width } = arRerankRows(raws, ids);
+  const srcRows = new Int32Array(raws.length * batch.srcLen);
+  for (let c = 0; c < raws.length; c++) {
+    const s = Math.floor(c / perSentence);
+    srcRows.set(batch.srcTokens.subarray(s * batch.srcLen, (s + 1) * batch.srcLen), c * batch.srcLen);
+  }
+  const srcT = tf.tensor2d(srcRows, [raws.length, batch.srcLen], 'int32');
+  const prevT = tf.tensor2d(rows, [raws.length, width], 'int32');
+  try {
+    return Array.from(reranker.scoreCandidates(srcT, prevT));
+  } finally {
+    tf.dispose([srcT, prevT]);
+  }
 }
 
 /** Rows [N, maxLen] for `ArScorer`: EOS at position 0, raw tokens 1..n-1, pad after. */

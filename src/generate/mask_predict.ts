@@ -37,7 +37,7 @@ import type { Dictionary } from '../data/dictionary.js';
 import { DifformerError } from '../errors.js';
 import { boolFlag, floatFlag, intFlag, type OptionTable } from '../options.js';
 import { candidateLengths } from './diffusion_sampler.js';
-import { arRerankRows, rankedHypotheses, toHypothesisTokens, type ArScorer, type RawCandidate } from './diffusion_select.js';
+import { arRerankScores, hypothesesBySentence, toHypothesisTokens, type ArScorer, type RawCandidate } from './diffusion_select.js';
 import type { SequenceGenerator } from './generator.js';
 import type { Hypothesis } from './sequence_generator.js';
 
@@ -240,38 +240,17 @@ export function buildMaskPredictGenerator<E>(model: MaskPredictModel<E>, deps: M
       return { tokens: Int32Array.from(keepPos, (j) => tokens[c * W + j]!), scores: sc, score: sc.reduce((s, v) => s + v, 0) / Math.max(1, sc.length) };
     }
 
-    const sel = selectionScores(raws, batch);
-    const hypos: Hypothesis[][] = [];
+    // Own mean score, or the AR reranker's (fairseq's rerank) when asked and beam > 1.
+    const sel = o.iterDecodeWithExternalReranker && beam > 1 ? arRerankScores(deps.reranker!, raws, batch, beam, ids) : raws.map((r) => r.score);
+    const hypos = hypothesesBySentence(raws, sel, beam, ids);
+    if (!o.retainIterHistory) return { hypos, history: undefined };
     const chosen: Int32Array[][] = [];
     for (let i = 0; i < bsz; i++) {
-      const ranked = rankedHypotheses(raws.slice(i * beam, (i + 1) * beam), sel.slice(i * beam, (i + 1) * beam), ids);
-      hypos.push(ranked);
-      if (o.retainIterHistory) {
-        const s = sel.slice(i * beam, (i + 1) * beam);
-        const best = i * beam + s.indexOf(Math.max(...s));
-        chosen.push(history[best]!.map((r) => toHypothesisTokens({ tokens: r, scores: new Float32Array(r.length), score: 0 }, ids).tokens));
-      }
+      const s = sel.slice(i * beam, (i + 1) * beam);
+      const best = i * beam + s.indexOf(Math.max(...s));
+      chosen.push(history[best]!.map((r) => toHypothesisTokens({ tokens: r, scores: new Float32Array(r.length), score: 0 }, ids).tokens));
     }
-    return { hypos, history: o.retainIterHistory ? chosen : undefined };
-  }
-
-  /** Own mean score, or the AR reranker's (fairseq's rerank) when asked and beam > 1. */
-  function selectionScores(raws: RawCandidate[], batch: Batch): number[] {
-    const own = raws.map((r) => r.score);
-    if (!o.iterDecodeWithExternalReranker || beam === 1) return own;
-    const { rows, width } = arRerankRows(raws, ids);
-    const srcRows = new Int32Array(raws.length * batch.srcLen);
-    for (let c = 0; c < raws.length; c++) {
-      const s = Math.floor(c / beam);
-      srcRows.set(batch.srcTokens.subarray(s * batch.srcLen, (s + 1) * batch.srcLen), c * batch.srcLen);
-    }
-    const srcT = tf.tensor2d(srcRows, [raws.length, batch.srcLen], 'int32');
-    const prevT = tf.tensor2d(rows, [raws.length, width], 'int32');
-    try {
-      return Array.from(deps.reranker!.scoreCandidates(srcT, prevT));
-    } finally {
-      tf.dispose([srcT, prevT]);
-    }
+    return { hypos, history: chosen };
   }
 
   return {
