@@ -34,7 +34,7 @@ import {
   vpRescaledAlphaBar,
   type Diffusion,
 } from '../src/diffusion/schedule.js';
-import { paddingBias } from '../src/nn/attention.js';
+import { paddingBias, projectKeyValue, type KeyValue } from '../src/nn/attention.js';
 import { dropout, type ForwardContext } from '../src/nn/dropout.js';
 import { embed, initEmbedding } from '../src/nn/embedding.js';
 import { initEncoder, layerOptions, runEncoder, type EncoderOptions } from '../src/nn/encoder.js';
@@ -51,6 +51,19 @@ import { disposeEncoderOut, reorderEncoderOut, type EncoderOut } from './transfo
 
 export * from './difformer_options.js';
 export type { EncoderOut };
+
+/**
+ * An encoder output that also carries every decoder layer's cross-attention keys/values,
+ * projected once: the sampler calls the denoiser K times on the same source, and the K/V
+ * projections would otherwise be recomputed at every step.
+ */
+export interface EncoderOutWithCrossKv extends EncoderOut {
+  crossKv: KeyValue[];
+}
+
+function hasCrossKv(e: EncoderOut): e is EncoderOutWithCrossKv {
+  return (e as Partial<EncoderOutWithCrossKv>).crossKv !== undefined;
+}
 
 /** Length classes of fairseq's NAT length head. */
 export const LENGTH_CLASSES = 256;
@@ -225,6 +238,15 @@ export class DifformerModel {
 
   disposeEncoderOut(e: EncoderOut): void {
     disposeEncoderOut(e);
+    if (hasCrossKv(e)) for (const kv of e.crossKv) tf.dispose([kv.key, kv.value]);
+  }
+
+  /** `e` plus each decoder layer's projected cross-attention keys/values (new tensors; `e` is not consumed). */
+  withCrossKeyValues(e: EncoderOut): EncoderOutWithCrossKv {
+    const crossKv = Array.from({ length: this.opts.decoderLayers }, (_, i) =>
+      projectKeyValue(this.params, `decoder.layers.${i}.encoder_attn`, e.out, this.dec.attentionHeads),
+    );
+    return { out: tf.clone(e.out), paddingMask: tf.clone(e.paddingMask), crossKv };
   }
 
   /** NAT forward_length (unnormalised): mean over non-pad source positions, then W_len. [B, 256] */
@@ -336,8 +358,11 @@ export class DifformerModel {
     return tf.tidy(() => {
       let h = this.decoderInput(zt, tModel, mask, prev, ctx); // [B, L, C]
       const selfBias = paddingBias(tf.sub(1, mask) as tf.Tensor2D); // keys only: no causal mask
-      const cross = { encoderOut: encOut.out, bias: paddingBias(encOut.paddingMask) };
-      for (let i = 0; i < this.opts.decoderLayers; i++) h = decoderLayer(this.params, `decoder.layers.${i}`, h, selfBias, cross, this.dec, ctx);
+      const bias = paddingBias(encOut.paddingMask);
+      for (let i = 0; i < this.opts.decoderLayers; i++) {
+        const cross = hasCrossKv(encOut) ? { kv: encOut.crossKv[i]!, bias } : { encoderOut: encOut.out, bias };
+        h = decoderLayer(this.params, `decoder.layers.${i}`, h, selfBias, cross, this.dec, ctx);
+      }
       return this.params.has('decoder.project_out_dim.weight')
         ? (linearNd(h, this.params.get('decoder.project_out_dim.weight') as tf.Tensor2D) as tf.Tensor3D) // [B, L, D]
         : h;

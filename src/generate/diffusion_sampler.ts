@@ -142,6 +142,8 @@ export interface DiffusionModel<E = unknown> {
   logits(z: tf.Tensor3D): tf.Tensor3D;
   /** s·E[tokens] [B, L] -> [B, L, D] (used by clamping). */
   embedTarget(tokens: tf.Tensor2D): tf.Tensor3D;
+  /** Optional: the encoder output with per-layer cross-attention keys/values computed once for all K steps. */
+  withCrossKeyValues?(encOut: E): E;
 }
 
 export interface DiffusionGeneratorDeps {
@@ -225,8 +227,13 @@ export function buildDiffusionGenerator<E>(model: DiffusionModel<E>, deps: Diffu
     const first = model.encode(src, false);
     const lengths = candidateLengths(model.predictLengths(first), o.lengthBeamSize, o.noiseBeamSize, model.opts.maxTargetPositions);
     const order = tf.tensor1d(Int32Array.from({ length: bsz * b }, (_, c) => Math.floor(c / b)), 'int32'); // [N] sentence of each candidate
-    const enc = model.reorderEncoderOut(first, order);
+    const reordered = model.reorderEncoderOut(first, order);
     model.disposeEncoderOut(first);
+    let enc = reordered;
+    if (model.withCrossKeyValues !== undefined) {
+      enc = model.withCrossKeyValues(reordered);
+      model.disposeEncoderOut(reordered);
+    }
     const n = bsz * b;
     const maxLen = Math.max(...lengths);
     const d = model.opts.latentDim;
