@@ -270,3 +270,28 @@ test('tensor count is flat across training steps', () => {
   assert.equal(tf.memory().numTensors, before);
   model.dispose();
 });
+
+test('cross-attention keys/values projected once give the same denoiser output, and are freed', () => {
+  const model = tinyModel(dict);
+  const { src, tgt } = tensors();
+  const mask = tf.cast(tf.notEqual(tgt, dict.padIndex), 'float32') as tf.Tensor2D;
+  const zt = tf.randomNormal([batch.bsz, batch.tgtLen, model.opts.latentDim], 0, 1, 'float32', 3) as tf.Tensor3D;
+  const warm = model.encode(src, false); // first calls build cached tables (positions)
+  tf.dispose(model.denoise(zt, 500, mask, warm, null, false));
+  model.disposeEncoderOut(warm);
+  const before = tf.memory().numTensors;
+  const enc = model.encode(src, false);
+  const cached = model.withCrossKeyValues(enc);
+  assert.equal(cached.crossKv.length, model.opts.decoderLayers);
+  const plain = model.denoise(zt, 500, mask, enc, null, false);
+  const reused = model.denoise(zt, 500, mask, cached, null, false);
+  const maxDiff = tf.tidy(() => tf.max(tf.abs(tf.sub(plain, reused))));
+  const diff = maxDiff.dataSync()[0]!;
+  assert.ok(diff < 1e-5, `max |difference| ${diff}`);
+  tf.dispose([plain, reused, maxDiff]);
+  model.disposeEncoderOut(enc);
+  model.disposeEncoderOut(cached);
+  assert.equal(tf.memory().numTensors, before);
+  tf.dispose([src, tgt, mask, zt]);
+  model.dispose();
+});
