@@ -101,8 +101,10 @@ async function compareWithCpu(what: string, f: (...xs: tf.Tensor[]) => tf.Tensor
   const ref = await onCpu(() => valueAndGrads(f, inputs));
   ours.forEach((o, i) => {
     assert.deepEqual(o.shape, ref[i]!.shape, `${what}: shape of output ${i}`);
-    // output 0 is a weighted sum: its rounding depends on each backend's summation order
-    assertClose(o.data, ref[i]!.data, i === 0 ? Math.max(tol, 1e-5) : tol, `${what} (output ${i})`);
+    // Output 0 is a weighted sum over every element (the outputs themselves are compared
+    // element-wise as the last entry): a float32 sum of ~1e5 terms in another order differs
+    // by up to ~1e-4 relative, so its tolerance cannot be the element-wise one.
+    assertClose(o.data, ref[i]!.data, i === 0 ? Math.max(tol, 2e-4) : tol, `${what} (output ${i})`);
   });
 }
 
