@@ -48,6 +48,8 @@ export interface TrainingOptions {
   requiredBatchSizeMultiple: number;
   maxUpdate: number;
   maxEpoch: number;
+  /** fairseq --stop-time-hours: stop once the cumulative training time (across resumes) reaches this (0 = off). */
+  stopTimeHours: number;
   seed: number;
   saveDir: string;
   saveInterval: number;
@@ -333,7 +335,9 @@ export class Trainer<M extends TrainableModel> {
     const canValidate = !o.disableValidation && this.deps.valid !== undefined;
     const maxUpdate = o.maxUpdate > 0 ? o.maxUpdate : Infinity;
     const maxEpoch = o.maxEpoch > 0 ? o.maxEpoch : Infinity;
+    const stopSeconds = o.stopTimeHours > 0 ? o.stopTimeHours * 3600 : Infinity;
     if (this.progress.numUpdates >= maxUpdate) stopped = `--max-update ${o.maxUpdate} already reached`;
+    else if (this.progress.wallSeconds >= stopSeconds) stopped = `--stop-time-hours ${o.stopTimeHours} already reached`;
     while (!stopped && this.progress.epoch <= maxEpoch) {
       const p = this.progress;
       const epochRng = new Rng(o.seed * 1000003 + p.epoch); // batch order of this epoch, from the seed
@@ -391,6 +395,10 @@ export class Trainer<M extends TrainableModel> {
         if (atUpdateInterval && !epochDone) this.save();
         if (p.numUpdates >= maxUpdate) {
           stopped = `reached --max-update ${o.maxUpdate}`;
+          break;
+        }
+        if (p.wallSeconds + (Date.now() - this.startTime) / 1000 >= stopSeconds) {
+          stopped = `reached --stop-time-hours ${o.stopTimeHours}`;
           break;
         }
         if (lr < o.minLr && p.numUpdates > o.warmupUpdates) {

@@ -52,6 +52,18 @@ test('train, then resume from checkpoint_last: the resumed updates reproduce the
   for (const f of ['loss', 'nll_loss', 'ppl', 'wps', 'ups', 'wpb', 'bsz', 'num_updates', 'lr', 'gnorm', 'train_wall']) assert.match(straight.stderr, new RegExp(`"${f}":"[-\\d.e+]+"`), f);
 });
 
+test('--stop-time-hours: stops on cumulative training time, saved in the checkpoint and counted across resumes', () => {
+  // 1e-7 h = 0.36 ms: any update takes longer, so training stops after its first update
+  const first = runCli('difformer-train', trainArgs(join(tmp.path, 'ckT'), 1000, ['--stop-time-hours', '1e-7']));
+  assert.equal(first.code, 0, first.stderr);
+  assert.match(first.stderr, /done training: reached --stop-time-hours 1e-7/);
+  assert.equal(Math.max(...losses(first.stderr).keys()), 1);
+  const again = runCli('difformer-train', trainArgs(join(tmp.path, 'ckT'), 1000, ['--stop-time-hours', '1e-7']));
+  assert.equal(again.code, 0, again.stderr);
+  assert.match(again.stderr, /done training: --stop-time-hours 1e-7 already reached/);
+  assert.equal(losses(again.stderr).size, 0);
+});
+
 test('a whole epoch: train_/valid_ fields and per-epoch, best and last checkpoints', () => {
   const r = runCli('difformer-train', trainArgs(join(tmp.path, 'ckE'), 0, ['--max-epoch', '1', '--max-tokens', '4096']));
   assert.equal(r.code, 0, r.stderr);
