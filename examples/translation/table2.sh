@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The paper's Table 2 in small: AR Transformer (b=1/5), CMLM (b=1/10), Diff-LM (b=1/10) and
+# Difformer (b=1/10/20), each trained for the same cumulative time (--stop-time-hours), on the
+# raw data-bin and, for the non-autoregressive models, on the AR teacher's distilled one.
+# Prints one table (sacreBLEU on detokenized output, fairseq BLEU4, sentences/s).
+#
+#   bash examples/translation/table2.sh DATA_BIN REF_FILE [OUT]
+#
+# DATA_BIN from difformer-preprocess (joined dictionary, SentencePiece); REF_FILE: the raw target
+# side of $SUBSET (default valid) for sacreBLEU. Every training resumes from its checkpoint_last,
+# so the script can be stopped and rerun. Knobs (environment):
+#   HOURS=1        training time per model          DIM=256 FFN=1024 LAYERS=3 HEADS=4
+#   TEACHER_BEAM=1 beam of the distillation teacher  SUBSET=valid  N=0 (sentences, 0 = all)
+#   DISTILL=1      0 skips distillation and the distilled rows
+# Recipe family (all models): Adam (0.9, 0.98), lr 1e-3, inverse_sqrt warmup 500, clip 1.0,
+# dropout 0.1, label smoothing 0.1, --max-tokens 2048 --update-freq 2, shared embeddings.
+set -euo pipefail
+DATA=$(realpath "${1:?usage: table2.sh DATA_BIN REF_FILE [OUT]}")
+REF=$(realpath "${2:?usage: table2.sh DATA_BIN REF_FILE [OUT]}")
+OUT=$(realpath -m "${3:-runs/table2}")
+HOURS=${HOURS:-1}; DIM=${DIM:-256}; FFN=${FFN:-1024}; LAYERS=${LAYERS:-3}; HEADS=${HEADS:-4}
+TEACHER_BEAM=${TEACHER_BEAM:-1}; SUBSET=${SUBSET:-valid}; N=${N:-0}; DISTILL=${DISTILL:-1}
+cd "$(dirname "$0")/../.."
+mkdir -p "$OUT"
+B=bin
+
+common=(--optimizer adam --adam-betas '(0.9, 0.98)' --lr 1e-3 --lr-scheduler inverse_sqrt
+  --warmup-updates 500 --clip-norm 1.0 --dropout 0.1 --label-smoothing 0.1
+  --max-tokens 2048 --update-freq 2 --seed 1 --stop-time-hours "$HOURS" --max-update 0
+  --save-interval-updates 200 --keep-interval-updates 1 --disable-validation --log-format json --log-interval 50)
+layers=(--encoder-layers "$LAYERS" --decoder-layers "$LAYERS" --encoder-attention-heads "$HEADS"
+  --decoder-attention-heads "$HEADS" --encoder-ffn-embed-dim "$FFN" --decoder-ffn-embed-dim "$FFN")
+tdims=(--encoder-embed-dim "$DIM" --decoder-embed-dim "$DIM" --share-all-embeddings)
+
+train() { # NAME DATA ARGS...
+  local name=$1 data=$2; shift 2
+  echo "== train $name ($HOURS h)" >&2
+  node $B/difformer-train.js "$data" --task translation --save-dir "$OUT/$name" "${common[@]}" "${layers[@]}" "$@" \
+    2>> "$OUT/$name.log" | tail -n 0
+}
+ar() { train "$1" "$2" --arch transformer_tiny "${tdims[@]}" --criterion label_smoothed_cross_entropy --weight-decay 0.0001; }
+cmlm() { train "$1" "$2" --arch cmlm_tiny "${tdims[@]}" --criterion nat_loss --weight-decay 0.01; }
+difflm() { train "$1" "$2" --arch diff_lm_tiny --model-dim "$DIM" --criterion difformer --rounding-loss --label-smoothing 0 --weight-decay 0.01; }
+difformer() { train "$1" "$2" --arch difformer_tiny --model-dim "$DIM" --criterion difformer --weight-decay 0.01; }
+
+row() { # LABEL DATA CKPT FLAGS...
+  local label=$1 data=$2 ckpt=$3; shift 3
+  local out="$OUT/gen.$(echo "$label" | tr -c 'A-Za-z0-9=\n' '_')"
+  node $B/difformer-generate.js "$data" --path "$ckpt" --gen-subset "$SUBSET" --batch-size 100 \
+    --max-sentences-to-generate "$N" --remove-bpe sentencepiece --seed 7 --log-format json "$@" > "$out.txt" 2> "$out.log"
+  grep '^H-' "$out.txt" | sed 's/^H-//' | sort -n -k1,1 | cut -f3- > "$out.hyp"
+  local ref="$REF"
+  if [ "$N" != 0 ]; then head -n "$N" "$REF" > "$out.ref"; ref="$out.ref"; fi
+  local sacre bleu sps
+  sacre=$(node $B/difformer-score.js --sacrebleu -s "$out.hyp" -r "$ref" --log-format none | sed -E 's/^[^=]*= ([0-9.]+).*/\1/')
+  bleu=$(tail -n 1 "$out.txt" | sed -E 's/.*BLEU4 = ([0-9.]+).*/\1/')
+  # decoding speed as generate logs it (model loading excluded)
+  sps=$(grep -o '"sentencesPerSecond":[0-9.e+-]*' "$out.log" | tail -n 1 | cut -d: -f2)
+  printf '| %-34s | %8s | %8s | %8.2f |\n' "$label" "$sacre" "$bleu" "${sps:-0}" | tee -a "$OUT/table.md"
+}
+
+ar ar "$DATA"
+# distill.log is written last: its presence means a finished distillation (else it resumes)
+if [ "$DISTILL" = 1 ] && [ ! -e "$OUT/distilled/distill.log" ]; then
+  echo "== distill the training set with the AR teacher (beam $TEACHER_BEAM)" >&2
+  node $B/difformer-distill.js "$DATA" --path "$OUT/ar/checkpoint_last.safetensors" --destdir "$OUT/distilled" \
+    --beam "$TEACHER_BEAM" --batch-size 128 --log-format none
+fi
+sets=(raw); [ "$DISTILL" = 1 ] && sets+=(kd)
+for s in "${sets[@]}"; do
+  d=$DATA; [ "$s" = kd ] && d=$OUT/distilled
+  cmlm "cmlm_$s" "$d"; difflm "difflm_$s" "$d"; difformer "difformer_$s" "$d"
+done
+
+printf '| %-34s | %8s | %8s | %8s |\n|---|---:|---:|---:|\n' "model (b)" sacreBLEU BLEU4 "sent/s" > "$OUT/table.md"
+cat "$OUT/table.md"
+AR=$OUT/ar/checkpoint_last.safetensors
+row "Transformer (b=1)" "$DATA" "$AR" --beam 1
+row "Transformer (b=5)" "$DATA" "$AR" --beam 5
+for s in "${sets[@]}"; do
+  c=$OUT/cmlm_$s/checkpoint_last.safetensors
+  row "CMLM $s (b=1)" "$DATA" "$c" --iter-decode-max-iter 10 --iter-decode-force-max-iter
+  row "CMLM $s (b=10)" "$DATA" "$c" --iter-decode-max-iter 10 --iter-decode-force-max-iter --iter-decode-with-beam 10
+  c=$OUT/difflm_$s/checkpoint_last.safetensors
+  row "Diff-LM $s (b=1)" "$DATA" "$c" --decoding-steps 20 --clamping --clamping-mode l2
+  row "Diff-LM $s (b=10, 5x2)" "$DATA" "$c" --decoding-steps 20 --clamping --clamping-mode l2 --length-beam-size 5 --noise-beam-size 2
+  c=$OUT/difformer_$s/checkpoint_last.safetensors
+  row "Difformer $s (b=1)" "$DATA" "$c" --decoding-steps 20
+  row "Difformer $s (b=10, 5x2)" "$DATA" "$c" --decoding-steps 20 --length-beam-size 5 --noise-beam-size 2
+  row "Difformer $s (b=20, 5x4)" "$DATA" "$c" --decoding-steps 20 --length-beam-size 5 --noise-beam-size 4
+done
+echo "table: $OUT/table.md"
