@@ -57,6 +57,9 @@ export type ClampingMode = (typeof CLAMPING_MODES)[number];
  * Batched as argmin_v ||E_v||² - 2 z·E_vᵀ (||z||² is the same for every v). Unlike the argmax of
  * z·Eᵀ this does not favour rows with large norms. z [B, L, D], table [V, D] -> rows [B, L, D].
  */
+/** Elements of one block of logits when decoding many candidates (16M floats = 64 MB). */
+const LOGIT_BLOCK_ELEMENTS = 16 * 2 ** 20;
+
 export function nearestEmbeddingClamp(z: tf.Tensor3D, table: tf.Tensor2D): { tokens: tf.Tensor2D; clamped: tf.Tensor3D } {
   return tf.tidy(() => {
     const [b, l, d] = z.shape;
@@ -152,6 +155,8 @@ export interface DiffusionGeneratorDeps {
   seed: number;
   /** Needed for candidateSelection 'ar-rerank'. */
   reranker?: ArScorer;
+  /** Positions one denoiser pass may hold before the batch is split (default 24576). */
+  maxCandidateTokens?: number;
 }
 
 export interface DiffusionGenerationResult {
@@ -213,8 +218,30 @@ export function buildDiffusionGenerator<E>(model: DiffusionModel<E>, deps: Diffu
   const normal = (shape: [number, number, number], std: number): tf.Tensor3D => tf.tensor3d(rng.fillNormal(shape[0] * shape[1] * shape[2], 0, std), shape);
 
   /** Argmax tokens of z0hat at positions < length, per candidate. */
+  /**
+   * f over row blocks of z [N, L, D] whose logits [n, L, V] stay under ~64 MB each, outputs
+   * concatenated along rows: b1*b2 candidates times a 5k-50k vocabulary would otherwise make
+   * one logits tensor of gigabytes (the wasm heap is 4 GB; tfjs-wasm fails on a single tensor
+   * past 2 GB).
+   */
+  function byRowBlocks(z: tf.Tensor3D, f: (part: tf.Tensor3D) => tf.Tensor[]): tf.Tensor[] {
+    const [n, l] = z.shape;
+    const rows = Math.max(1, Math.floor(LOGIT_BLOCK_ELEMENTS / Math.max(1, l * deps.tgtDict.size)));
+    if (rows >= n) return tf.tidy(() => f(z));
+    return tf.tidy(() => {
+      const parts: tf.Tensor[][] = [];
+      for (let start = 0; start < n; start += rows) parts.push(f(tf.slice(z, [start, 0, 0], [Math.min(rows, n - start), -1, -1])));
+      return parts[0]!.map((_, j) => tf.concat(parts.map((p) => p[j]!), 0));
+    });
+  }
+
+  /** argmax_v z·Eᵀ per position: [N, L] int32. */
+  function argmaxTokens(z: tf.Tensor3D): tf.Tensor2D {
+    return byRowBlocks(z, (part) => [tf.argMax(model.logits(part), 2)])[0] as tf.Tensor2D;
+  }
+
   function argmaxRows(z: tf.Tensor3D, lengths: Int32Array): Int32Array[] {
-    const t = tf.tidy(() => tf.argMax(model.logits(z), 2));
+    const t = argmaxTokens(z);
     const data = t.dataSync() as Int32Array;
     t.dispose();
     const width = z.shape[1];
@@ -248,7 +275,7 @@ export function buildDiffusionGenerator<E>(model: DiffusionModel<E>, deps: Diffu
         ? tf.tidy(() => tf.squeeze(model.embedTarget(tf.range(0, deps.tgtDict.size, 1, 'int32').expandDims(0) as tf.Tensor2D), [0]) as tf.Tensor2D) // [V, D]
         : null;
     const clamp = (pred: tf.Tensor3D): tf.Tensor3D =>
-      table ? nearestEmbeddingClamp(pred, table).clamped : model.embedTarget(tf.argMax(model.logits(pred), 2) as tf.Tensor2D);
+      table ? (byRowBlocks(pred, (part) => [nearestEmbeddingClamp(part, table).clamped])[0] as tf.Tensor3D) : model.embedTarget(argmaxTokens(pred));
 
     let z = normal([n, maxLen, d], fDec); // z_K, [N, L, D]
     let prev: tf.Tensor3D | null = null;
@@ -275,8 +302,8 @@ export function buildDiffusionGenerator<E>(model: DiffusionModel<E>, deps: Diffu
     table?.dispose();
 
     // Final tokens and log-probs of the last z0hat.
-    const [tokT, scT] = tf.tidy(() => {
-      const lp = tf.logSoftmax(model.logits(prev!));
+    const [tokT, scT] = byRowBlocks(prev!, (part) => {
+      const lp = tf.logSoftmax(model.logits(part));
       return [tf.argMax(lp, 2), tf.max(lp, 2)];
     });
     const tok = tokT!.dataSync() as Int32Array;
@@ -312,10 +339,53 @@ export function buildDiffusionGenerator<E>(model: DiffusionModel<E>, deps: Diffu
     return arRerankScores(deps.reranker!, raws, batch, b, ids);
   }
 
+  /**
+   * Sentences decoded together: b1*b2 candidates per sentence multiply the batch, and one
+   * denoiser pass keeps a layer's activations for all of them (e.g. 100 sentences x 7x3 x 60
+   * positions x FFN 1024 = 0.5 GB per tensor), so large --batch-size values are split to keep
+   * each pass under MAX_CANDIDATE_TOKENS positions. Candidates are denoised independently, so
+   * only the noise draws differ from one big pass (as with another --batch-size); the output is
+   * still determined by --seed and --batch-size.
+   */
+  function generateInBlocks(batch: Batch): DiffusionGenerationResult {
+    const perSentence = b * (batch.srcLen + o.lengthBeamSize + 8); // predicted lengths sit near the source length
+    const sentences = Math.max(1, Math.floor((deps.maxCandidateTokens ?? MAX_CANDIDATE_TOKENS) / perSentence));
+    if (batch.bsz <= sentences) return generateWithHistory(batch);
+    const hypos: Hypothesis[][] = [];
+    const history: Int32Array[][] = [];
+    for (let start = 0; start < batch.bsz; start += sentences) {
+      const r = generateWithHistory(sliceBatch(batch, start, Math.min(batch.bsz, start + sentences)));
+      hypos.push(...r.hypos);
+      if (r.history !== undefined) history.push(...r.history);
+    }
+    return { hypos, history: o.retainIterHistory ? history : undefined };
+  }
+
   return {
     beamLabel: b,
-    generate: (batch) => generateWithHistory(batch).hypos,
-    generateWithHistory,
+    generate: (batch) => generateInBlocks(batch).hypos,
+    generateWithHistory: generateInBlocks,
+  };
+}
+
+/** Positions (candidates x length) one denoiser pass may hold. */
+const MAX_CANDIDATE_TOKENS = 24576;
+
+/** Rows [start, end) of a batch (same padded widths). */
+export function sliceBatch(batch: Batch, start: number, end: number): Batch {
+  const rows = <T extends Int32Array>(a: T, width: number): T => a.slice(start * width, end * width) as T;
+  const tgtLengths = batch.tgtLengths.slice(start, end);
+  return {
+    ids: batch.ids.slice(start, end),
+    bsz: end - start,
+    srcTokens: rows(batch.srcTokens, batch.srcLen),
+    srcLen: batch.srcLen,
+    srcLengths: batch.srcLengths.slice(start, end),
+    target: rows(batch.target, batch.tgtLen),
+    prevOutputTokens: rows(batch.prevOutputTokens, batch.tgtLen),
+    tgtLen: batch.tgtLen,
+    tgtLengths,
+    ntokens: tgtLengths.reduce((a, v) => a + v, 0),
   };
 }
 

@@ -7,6 +7,7 @@ import {
   buildDiffusionGenerator,
   candidateLengths,
   diffusionGenerationDefaults,
+  sliceBatch,
   diffusionGenerationOptionTable,
   type ArScorer,
   type DiffusionGenerationOptions,
@@ -181,5 +182,26 @@ test('a tiny Difformer overfits real sentence pairs and decodes them back with K
     const exact = hypos.filter((h, i) => Array.from(h[0]!.tokens).join(' ') === Array.from(refs[i]!).join(' ')).length;
     assert.ok(exact >= 7, `K=${K}: ${exact}/8 exact: ${hypos.map((h) => dict.string(h[0]!.tokens)).join(' | ')}`);
   }
+  model.dispose();
+});
+
+test('a batch whose candidates exceed maxCandidateTokens is decoded in sentence blocks, in order', () => {
+  const model = tinyModel(dict);
+  const { calls } = spy(model, null); // the model's own length predictions, per block
+  const opts = options({ decodingSteps: 2, lengthBeamSize: 3, noiseBeamSize: 2 });
+  // one sentence per block: 6 candidates x (srcLen + 3 + 8) positions each exceed the limit
+  const gen = buildDiffusionGenerator(model, { tgtDict: dict, options: opts, seed: 1, maxCandidateTokens: 1 });
+  const before = tf.memory().numTensors;
+  const hypos = gen.generate(batch);
+  assert.equal(tf.memory().numTensors, before);
+  assert.equal(hypos.length, batch.bsz);
+  assert.ok(hypos.every((h) => h.length === 6));
+  assert.equal(calls.length, 2 * batch.bsz, `K calls per block, one block per sentence (${calls.length})`);
+  for (const c of calls) assert.equal(c.rows.length, 6);
+  // each block is that sentence alone: the same hypotheses as generating it as its own batch
+  const single = buildDiffusionGenerator(model, { tgtDict: dict, options: opts, seed: 1 });
+  const first = single.generate(sliceBatch(batch, 0, 1));
+  const fresh = buildDiffusionGenerator(model, { tgtDict: dict, options: opts, seed: 1, maxCandidateTokens: 1 });
+  assert.deepEqual(fresh.generate(batch)[0]!.map((h) => Array.from(h.tokens)), first[0]!.map((h) => Array.from(h.tokens)));
   model.dispose();
 });
