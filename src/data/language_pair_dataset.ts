@@ -26,6 +26,24 @@ export interface Batch {
   ntokens: number;
 }
 
+/** Rows [start, end) of a batch (same padded widths). */
+export function sliceBatch(batch: Batch, start: number, end: number): Batch {
+  const rows = <T extends Int32Array>(a: T, width: number): T => a.slice(start * width, end * width) as T;
+  const tgtLengths = batch.tgtLengths.slice(start, end);
+  return {
+    ids: batch.ids.slice(start, end),
+    bsz: end - start,
+    srcTokens: rows(batch.srcTokens, batch.srcLen),
+    srcLen: batch.srcLen,
+    srcLengths: batch.srcLengths.slice(start, end),
+    target: rows(batch.target, batch.tgtLen),
+    prevOutputTokens: rows(batch.prevOutputTokens, batch.tgtLen),
+    tgtLen: batch.tgtLen,
+    tgtLengths,
+    ntokens: tgtLengths.reduce((a, v) => a + v, 0),
+  };
+}
+
 export interface BatchingOptions {
   maxTokens: number | undefined;
   batchSize: number | undefined;

@@ -26,6 +26,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { Batch } from '../data/language_pair_dataset.js';
+import { decodeInSentenceBlocks } from './diffusion_select.js';
 import type { Dictionary } from '../data/dictionary.js';
 import { modelTimestep, namedDiffusion, respace, SCHEDULE_NAMES, spaceTimesteps, type Diffusion, type ScheduleName } from '../diffusion/schedule.js';
 import { DifformerError } from '../errors.js';
@@ -349,17 +350,9 @@ export function buildDiffusionGenerator<E>(model: DiffusionModel<E>, deps: Diffu
    */
   function generateInBlocks(batch: Batch): DiffusionGenerationResult {
     const perSentence = b * (batch.srcLen + o.lengthBeamSize + 8); // predicted lengths sit near the source length
-    const sentences = Math.max(1, Math.floor((deps.maxCandidateTokens ?? MAX_CANDIDATE_TOKENS) / perSentence));
-    if (batch.bsz <= sentences) return generateWithHistory(batch);
-    const hypos: Hypothesis[][] = [];
-    const history: Int32Array[][] = [];
-    for (let start = 0; start < batch.bsz; start += sentences) {
-      const r = generateWithHistory(sliceBatch(batch, start, Math.min(batch.bsz, start + sentences)));
-      hypos.push(...r.hypos);
-      if (r.history !== undefined) history.push(...r.history);
-    }
-    return { hypos, history: o.retainIterHistory ? history : undefined };
+    return decodeInSentenceBlocks(batch, perSentence, deps.maxCandidateTokens ?? MAX_CANDIDATE_TOKENS, generateWithHistory);
   }
+
 
   return {
     beamLabel: b,
@@ -371,23 +364,6 @@ export function buildDiffusionGenerator<E>(model: DiffusionModel<E>, deps: Diffu
 /** Positions (candidates x length) one denoiser pass may hold. */
 const MAX_CANDIDATE_TOKENS = 24576;
 
-/** Rows [start, end) of a batch (same padded widths). */
-export function sliceBatch(batch: Batch, start: number, end: number): Batch {
-  const rows = <T extends Int32Array>(a: T, width: number): T => a.slice(start * width, end * width) as T;
-  const tgtLengths = batch.tgtLengths.slice(start, end);
-  return {
-    ids: batch.ids.slice(start, end),
-    bsz: end - start,
-    srcTokens: rows(batch.srcTokens, batch.srcLen),
-    srcLen: batch.srcLen,
-    srcLengths: batch.srcLengths.slice(start, end),
-    target: rows(batch.target, batch.tgtLen),
-    prevOutputTokens: rows(batch.prevOutputTokens, batch.tgtLen),
-    tgtLen: batch.tgtLen,
-    tgtLengths,
-    ntokens: tgtLengths.reduce((a, v) => a + v, 0),
-  };
-}
 
 function bestIndex(scores: readonly number[]): number {
   let best = 0;

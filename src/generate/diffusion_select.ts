@@ -13,7 +13,7 @@
  * replaces the hypothesis score (so H- lines print a BLEU under bleu-mbr).
  */
 import * as tf from '@tensorflow/tfjs';
-import type { Batch } from '../data/language_pair_dataset.js';
+import { sliceBatch, type Batch } from '../data/language_pair_dataset.js';
 import { sacreSentenceBleu } from '../metrics/sacrebleu.js';
 import type { Hypothesis } from './sequence_generator.js';
 
@@ -134,4 +134,29 @@ export function arRerankRows(raws: readonly RawCandidate[], ids: SpecialTokens):
     rows[i * width] = ids.eos;
   });
   return { rows, width };
+}
+
+/**
+ * Runs `decode` on blocks of whole sentences so that one pass holds at most `maxPositions`
+ * candidate positions (`perSentence` each, an estimate), concatenating the results in batch
+ * order. NAT generators multiply the batch by their candidates per sentence, and one pass keeps
+ * activations (and [N, L, V] logits) for all of them: large --batch-size values would otherwise
+ * exhaust the 4 GB wasm heap.
+ */
+export function decodeInSentenceBlocks<H>(
+  batch: Batch,
+  perSentence: number,
+  maxPositions: number,
+  decode: (b: Batch) => { hypos: H[]; history: Int32Array[][] | undefined },
+): { hypos: H[]; history: Int32Array[][] | undefined } {
+  const sentences = Math.max(1, Math.floor(maxPositions / Math.max(1, perSentence)));
+  if (batch.bsz <= sentences) return decode(batch);
+  const hypos: H[] = [];
+  let history: Int32Array[][] | undefined;
+  for (let start = 0; start < batch.bsz; start += sentences) {
+    const r = decode(sliceBatch(batch, start, Math.min(batch.bsz, start + sentences)));
+    hypos.push(...r.hypos);
+    if (r.history !== undefined) (history ??= []).push(...r.history);
+  }
+  return { hypos, history };
 }

@@ -37,7 +37,7 @@ import type { Dictionary } from '../data/dictionary.js';
 import { DifformerError } from '../errors.js';
 import { boolFlag, floatFlag, intFlag, type OptionTable } from '../options.js';
 import { candidateLengths } from './diffusion_sampler.js';
-import { arRerankScores, hypothesesBySentence, toHypothesisTokens, type ArScorer, type RawCandidate } from './diffusion_select.js';
+import { arRerankScores, decodeInSentenceBlocks, hypothesesBySentence, toHypothesisTokens, type ArScorer, type RawCandidate } from './diffusion_select.js';
 import type { SequenceGenerator } from './generator.js';
 import type { Hypothesis } from './sequence_generator.js';
 
@@ -130,6 +130,9 @@ export function remaskCount(nonPad: number, step: number, maxStep: number): numb
   const p = Math.fround(1 - (step + 1) / maxStep);
   return Math.max(0, Math.trunc(Math.fround(Math.fround(nonPad - 2) * p)));
 }
+
+/** Logit elements one mask-predict pass may hold (256 MB). */
+const MAX_LOGIT_ELEMENTS = 64 * 2 ** 20;
 
 /** Builds the generator; beamLabel = --beam when given (fairseq prints it), else the length beam. */
 export function buildMaskPredictGenerator<E>(model: MaskPredictModel<E>, deps: MaskPredictGeneratorDeps): MaskPredictGenerator {
@@ -253,9 +256,15 @@ export function buildMaskPredictGenerator<E>(model: MaskPredictModel<E>, deps: M
     return { hypos, history: chosen };
   }
 
+  /** Sentence blocks whose [N, W, V] logits stay under ~64M elements (no noise: same output as one pass). */
+  function generateInBlocks(batch: Batch): MaskPredictResult {
+    const perSentence = beam * (batch.srcLen + beam + 8) * deps.tgtDict.size;
+    return decodeInSentenceBlocks(batch, perSentence, MAX_LOGIT_ELEMENTS, generateWithHistory);
+  }
+
   return {
     beamLabel: deps.beamLabel ?? beam,
-    generate: (batch) => generateWithHistory(batch).hypos,
-    generateWithHistory,
+    generate: (batch) => generateInBlocks(batch).hypos,
+    generateWithHistory: generateInBlocks,
   };
 }

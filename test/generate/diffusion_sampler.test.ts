@@ -2,12 +2,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../../src/backend.js';
+import { sliceBatch } from '../../src/data/language_pair_dataset.js';
 import { DifformerError } from '../../src/errors.js';
 import {
   buildDiffusionGenerator,
   candidateLengths,
   diffusionGenerationDefaults,
-  sliceBatch,
   diffusionGenerationOptionTable,
   type ArScorer,
   type DiffusionGenerationOptions,
