@@ -9,17 +9,8 @@ import { spawnSync } from 'node:child_process';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend, resetBackendForTests } from '../src/backend.js';
 import { isDifformerError } from '../src/errors.js';
-import { ROOT, rng } from './helpers.js';
+import { ROOT, onCpu, rng } from './helpers.js';
 
-
-async function onCpu<T>(f: () => T): Promise<T> {
-  await tf.setBackend('cpu');
-  try {
-    return f();
-  } finally {
-    await tf.setBackend('wasm');
-  }
-}
 
 function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tol: number, what: string): void {
   assert.equal(actual.length, expected.length, `${what}: length`);

@@ -1,9 +1,10 @@
-/** Shared test helpers: run the built CLI, make temp dirs, locate fixtures. */
+/** Shared test helpers: run the built CLI, make temp dirs, locate fixtures, random data, cpu reference runs. */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import * as tf from '@tensorflow/tfjs';
 import { Rng } from '../src/nn/params.js';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -36,4 +37,14 @@ export function tempDir(prefix = 'difformer-test-'): { path: string; cleanup: ()
 export function rng(seed: number): () => number {
   const r = new Rng(seed);
   return () => r.uniform();
+}
+
+/** Runs f on tfjs's cpu backend (its reference implementation), then switches back to wasm. */
+export async function onCpu<T>(f: () => T): Promise<T> {
+  await tf.setBackend('cpu');
+  try {
+    return f();
+  } finally {
+    await tf.setBackend('wasm');
+  }
 }

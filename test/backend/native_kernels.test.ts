@@ -24,23 +24,12 @@ import {
   registerNativeKernels,
 } from '../../src/backend/native_kernels.js';
 import { Rng } from '../../src/nn/params.js';
+import { onCpu, rng } from '../helpers.js';
 import { variableGradsLowMemory } from '../../src/train/optimizer.js';
 
 await initBackend({ backend: 'wasm' });
 const status = registerNativeKernels();
 const skip = nativeAddon() === undefined ? `native addon not loaded: ${status.detail}` : false;
-
-/** Deterministic PRNG so failures reproduce. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function randn(r: () => number, n: number): Float32Array {
   return Float32Array.from({ length: n }, () => r() * 2 - 1);
@@ -64,16 +53,6 @@ function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tol
       continue;
     }
     assert.ok(Math.abs(a - e) <= tol * Math.max(1, Math.abs(e)), `${what}[${i}]: ${a} vs ${e}`);
-  }
-}
-
-/** Runs f on the cpu backend (tfjs's reference implementation), returning plain arrays. */
-async function onCpu<T>(f: () => T): Promise<T> {
-  await tf.setBackend('cpu');
-  try {
-    return f();
-  } finally {
-    await tf.setBackend('wasm');
   }
 }
 
