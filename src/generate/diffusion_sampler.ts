@@ -26,7 +26,6 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import type { Batch } from '../data/language_pair_dataset.js';
-import { decodeInSentenceBlocks } from './diffusion_select.js';
 import type { Dictionary } from '../data/dictionary.js';
 import { modelTimestep, namedDiffusion, respace, SCHEDULE_NAMES, spaceTimesteps, type Diffusion, type ScheduleName } from '../diffusion/schedule.js';
 import { DifformerError } from '../errors.js';
@@ -36,6 +35,7 @@ import {
   arRerankScores,
   bleuMbrScores,
   CANDIDATE_SELECTIONS,
+  decodeInSentenceBlocks,
   hypothesesBySentence,
   removeBpe,
   toHypothesisTokens,
@@ -53,14 +53,14 @@ export type { ArScorer, CandidateSelection };
 export const CLAMPING_MODES = ['argmax', 'l2'] as const;
 export type ClampingMode = (typeof CLAMPING_MODES)[number];
 
+/** Elements of one block of logits when decoding many candidates (16M floats = 64 MB). */
+const LOGIT_BLOCK_ELEMENTS = 16 * 2 ** 20;
+
 /**
  * Diffusion-LM's `denoised_fn_round`: per position, the row of `table` nearest to z in L2.
  * Batched as argmin_v ||E_v||² - 2 z·E_vᵀ (||z||² is the same for every v). Unlike the argmax of
  * z·Eᵀ this does not favour rows with large norms. z [B, L, D], table [V, D] -> rows [B, L, D].
  */
-/** Elements of one block of logits when decoding many candidates (16M floats = 64 MB). */
-const LOGIT_BLOCK_ELEMENTS = 16 * 2 ** 20;
-
 export function nearestEmbeddingClamp(z: tf.Tensor3D, table: tf.Tensor2D): { tokens: tf.Tensor2D; clamped: tf.Tensor3D } {
   return tf.tidy(() => {
     const [b, l, d] = z.shape;
@@ -218,7 +218,6 @@ export function buildDiffusionGenerator<E>(model: DiffusionModel<E>, deps: Diffu
     modelTimestep(o.decodingFixedT !== undefined ? o.decodingFixedT * T : chain.timestepMap[k]!, T, model.opts.rescaleTimesteps);
   const normal = (shape: [number, number, number], std: number): tf.Tensor3D => tf.tensor3d(rng.fillNormal(shape[0] * shape[1] * shape[2], 0, std), shape);
 
-  /** Argmax tokens of z0hat at positions < length, per candidate. */
   /**
    * f over row blocks of z [N, L, D] whose logits [n, L, V] stay under ~64 MB each, outputs
    * concatenated along rows: b1*b2 candidates times a 5k-50k vocabulary would otherwise make
@@ -241,6 +240,7 @@ export function buildDiffusionGenerator<E>(model: DiffusionModel<E>, deps: Diffu
     return byRowBlocks(z, (part) => [tf.argMax(model.logits(part), 2)])[0] as tf.Tensor2D;
   }
 
+  /** Argmax tokens of z0hat at positions < length, per candidate. */
   function argmaxRows(z: tf.Tensor3D, lengths: Int32Array): Int32Array[] {
     const t = argmaxTokens(z);
     const data = t.dataSync() as Int32Array;

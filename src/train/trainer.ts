@@ -184,6 +184,11 @@ export class Trainer<M extends TrainableModel> {
     return true;
   }
 
+  /** Cumulative training time: what earlier runs (and saves) recorded plus this run since then. */
+  private trainWallSeconds(): number {
+    return this.progress.wallSeconds + (Date.now() - this.startTime) / 1000;
+  }
+
   /** Saves checkpoint_last plus copies; `finishedEpoch` is set at an epoch's end. */
   private save(finishedEpoch?: number): void {
     const o = this.opts;
@@ -378,7 +383,7 @@ export class Trainer<M extends TrainableModel> {
             num_updates: p.numUpdates,
             lr,
             gnorm: gnormSum / intervalUpdates,
-            train_wall: p.wallSeconds + (Date.now() - this.startTime) / 1000,
+            train_wall: this.trainWallSeconds(),
           };
           if (p.iterationsInEpoch < order.length) {
             log.info({ epoch: p.epoch, update: Number((p.epoch - 1 + p.iterationsInEpoch / order.length).toFixed(3)), ...formatStats('', stats) }, `epoch ${p.epoch} | update ${p.numUpdates}`);
@@ -397,7 +402,7 @@ export class Trainer<M extends TrainableModel> {
           stopped = `reached --max-update ${o.maxUpdate}`;
           break;
         }
-        if (p.wallSeconds + (Date.now() - this.startTime) / 1000 >= stopSeconds) {
+        if (this.trainWallSeconds() >= stopSeconds) {
           stopped = `reached --stop-time-hours ${o.stopTimeHours}`;
           break;
         }
@@ -413,7 +418,7 @@ export class Trainer<M extends TrainableModel> {
       bar.stop();
       if (p.iterationsInEpoch >= order.length) {
         const finished = p.epoch;
-        const secs = p.wallSeconds + (Date.now() - this.startTime) / 1000;
+        const secs = this.trainWallSeconds();
         log.info({ epoch: finished, ...formatStats('train_', { ...this.deps.criterion.reduce(epochSums), num_updates: p.numUpdates, lr, wall: secs }) }, `end of epoch ${finished}`);
         if (canValidate && finished % o.validateInterval === 0) this.recordValidation(await this.validate());
         if (!stopped && o.patience > 0 && p.sinceBest >= o.patience) {
