@@ -68,6 +68,8 @@ export interface TrainingOptions {
   logInterval: number;
   restoreFile: string;
   resetOptimizer: boolean;
+  /** fairseq's --finetune-from-model: weights only, used when the save dir has no checkpoint_last yet. */
+  finetuneFromModel: string | undefined;
   trainSubset: string;
   validSubset: string;
 }
@@ -158,11 +160,22 @@ export class Trainer<M extends TrainableModel> {
 
   // ---- checkpoints -------------------------------------------------------------------------
 
-  /** Restores from --restore-file (relative to --save-dir) when it exists. */
+  /**
+   * Restores from --restore-file (relative to --save-dir) when it exists; else, with
+   * --finetune-from-model, loads only that model's weights (fresh optimizer, counters, schedule),
+   * so the same command first starts a fine-tune and later resumes it from checkpoint_last.
+   */
   restore(): boolean {
     const file = this.opts.restoreFile;
-    const path = existsSync(file) && file.includes('/') ? file : join(this.opts.saveDir, file);
-    if (!existsSync(path)) return false;
+    let path = existsSync(file) && file.includes('/') ? file : join(this.opts.saveDir, file);
+    let weightsOnly = this.opts.resetOptimizer;
+    if (!existsSync(path)) {
+      const init = this.opts.finetuneFromModel;
+      if (init === undefined) return false;
+      if (!existsSync(init)) throw new DifformerError('DIFFORMER_FILE_NOT_FOUND', `--finetune-from-model: checkpoint not found: ${init}`);
+      path = init;
+      weightsOnly = true;
+    }
     const ckpt = loadCheckpoint(path);
     checkDictionaries(ckpt, this.deps.dicts.src, this.deps.dicts.tgt);
     if (ckpt.meta.config.model.arch !== this.deps.config.model.arch) {
@@ -172,14 +185,16 @@ export class Trainer<M extends TrainableModel> {
       );
     }
     loadWeights(this.deps.model.params, ckpt.weights);
-    if (!this.opts.resetOptimizer) {
+    if (!weightsOnly) {
       loadOptimizerState(this.optimizer, ckpt, this.deps.model.params);
       this.progress = { ...ckpt.meta.progress };
       this.deps.model.params.rng.setState(ckpt.meta.rng);
     }
     this.deps.log.info(
-      { path, epoch: this.progress.epoch, numUpdates: this.progress.numUpdates, resetOptimizer: this.opts.resetOptimizer },
-      `loaded checkpoint ${path} (epoch ${this.progress.epoch} @ ${this.progress.numUpdates} updates)`,
+      { path, epoch: this.progress.epoch, numUpdates: this.progress.numUpdates, resetOptimizer: weightsOnly },
+      weightsOnly
+        ? `loaded the weights of ${path}; optimizer, counters and schedule start afresh`
+        : `loaded checkpoint ${path} (epoch ${this.progress.epoch} @ ${this.progress.numUpdates} updates)`,
     );
     return true;
   }

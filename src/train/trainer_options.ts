@@ -2,7 +2,7 @@
  * difformer-train's own flags (optimizer, schedule, batching, checkpointing, validation), with
  * fairseq's names and defaults (fairseq/options.py and dataclass/data_class.py, v0.10.2).
  */
-import { boolFlag, choiceFlag, floatFlag, floatsFlag, intFlag, stringFlag, type OptionTable } from '../options.js';
+import { boolFlag, choiceFlag, floatFlag, floatsFlag, intFlag, optionalStringFlag, stringFlag, type OptionTable } from '../options.js';
 import type { TrainingOptions } from './trainer.js';
 
 export const trainingDefaults: Readonly<TrainingOptions> = Object.freeze({
@@ -41,6 +41,7 @@ export const trainingDefaults: Readonly<TrainingOptions> = Object.freeze({
   logInterval: 100,
   restoreFile: 'checkpoint_last.safetensors',
   resetOptimizer: false,
+  finetuneFromModel: undefined,
   trainSubset: 'train',
   validSubset: 'valid',
 });
@@ -81,6 +82,11 @@ export const trainingOptionTable: OptionTable<TrainingOptions> = {
   logInterval: intFlag('--log-interval', 'log progress every N updates'),
   restoreFile: stringFlag('--restore-file', 'checkpoint to resume from (relative to --save-dir unless a path)', 'FILE'),
   resetOptimizer: boolFlag('--reset-optimizer', 'load only the weights from --restore-file; restart optimizer, counters and schedule'),
+  finetuneFromModel: optionalStringFlag(
+    '--finetune-from-model',
+    'start from the weights of this checkpoint (fresh optimizer and schedule); ignored once --save-dir has checkpoint_last',
+    'FILE',
+  ),
   trainSubset: stringFlag('--train-subset', 'data split to train on', 'SPLIT'),
   validSubset: stringFlag('--valid-subset', 'data split to validate on', 'SPLIT'),
 };

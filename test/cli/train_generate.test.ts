@@ -64,6 +64,25 @@ test('--stop-time-hours: stops on cumulative training time, saved in the checkpo
   assert.equal(losses(again.stderr).size, 0);
 });
 
+test('--finetune-from-model: weights only on the first run (counters restart), then the same command resumes its own checkpoint_last', () => {
+  const init = join(tmp.path, 'ckA', 'checkpoint_last.safetensors'); // 12 updates, from the first test
+  const args = (n: number) => trainArgs(join(tmp.path, 'ckF'), n, ['--finetune-from-model', init]);
+  const first = runCli('difformer-train', args(3));
+  assert.equal(first.code, 0, first.stderr);
+  assert.match(first.stderr, /loaded the weights of .*ckA\/checkpoint_last\.safetensors; optimizer, counters and schedule start afresh/);
+  assert.deepEqual([...losses(first.stderr).keys()], [1, 2, 3]);
+  // starting from 12 trained updates: the first loss is below a fresh model's (9.36 vs 9.78)
+  const fresh = losses(runCli('difformer-train', trainArgs(join(tmp.path, 'ckG'), 1)).stderr).get(1)!;
+  assert.ok(Number(losses(first.stderr).get(1)) < Number(fresh) - 0.2, `${losses(first.stderr).get(1)} vs fresh ${fresh}`);
+  const again = runCli('difformer-train', args(5));
+  assert.equal(again.code, 0, again.stderr);
+  assert.match(again.stderr, /loaded checkpoint .*ckF\/checkpoint_last\.safetensors \(epoch \d+ @ 3 updates\)/);
+  assert.deepEqual([...losses(again.stderr).keys()], [4, 5]);
+  const missing = runCli('difformer-train', trainArgs(join(tmp.path, 'ckH'), 1, ['--finetune-from-model', join(tmp.path, 'nope.safetensors')]));
+  assert.notEqual(missing.code, 0);
+  assert.match(missing.stderr, /--finetune-from-model: checkpoint not found: .*nope\.safetensors/);
+});
+
 test('a whole epoch: train_/valid_ fields and per-epoch, best and last checkpoints', () => {
   const r = runCli('difformer-train', trainArgs(join(tmp.path, 'ckE'), 0, ['--max-epoch', '1', '--max-tokens', '4096']));
   assert.equal(r.code, 0, r.stderr);
