@@ -15,6 +15,10 @@
  * Logged values (nats): loss, nll_loss (the CE term's NLL), diffusion, word_ins, length, each
  * term before its factor; `reduce` divides by the summed sample size and ln 2 as nat_loss's
  * reduce_metrics, and adds ppl = 2^nll_loss. An all-pad batch gives 0 for the token terms.
+ * Like improved-diffusion's `mse_q0..q3`, the diffusion and CE terms are also logged per quarter
+ * of the timestep range (`diffusion_q0..q3`, `word_ins_q0..q3`, t in [qT/4, (q+1)T/4)), token-
+ * weighted over the log interval: they show whether the low-noise steps, which the sampler's last
+ * steps rely on, are being learned. A quarter with no sentence in the interval is left out.
  *
  * Left out: nat_loss's soft-label targets and per-term factors other than the length factor.
  */
@@ -54,6 +58,15 @@ export interface DifformerLossTerms {
   diffusion: tf.Scalar;
   wordIns: tf.Scalar;
   length: tf.Scalar;
+  /** Per timestep quarter q: summed squared error, summed CE and non-pad token count. [4] each */
+  quarters: { sqErr: tf.Tensor1D; ce: tf.Tensor1D; tokens: tf.Tensor1D };
+}
+
+/** Timestep quarter of each sentence as a one-hot [B, 4] float matrix. */
+function quarterOneHot(t: Int32Array, numTimesteps: number): tf.Tensor2D {
+  const m = new Float32Array(t.length * 4);
+  t.forEach((ti, b) => (m[b * 4 + Math.min(3, Math.floor((4 * ti) / numTimesteps))] = 1));
+  return tf.tensor2d(m, [t.length, 4]);
 }
 
 /** Flat row indices [N] of the non-pad entries of target [B, L] (typed array, row-major). */
@@ -86,8 +99,11 @@ export function difformerLosses(
     const ntokens = tf.maximum(tf.sum(out.mask), 1);
 
     // L_diff: per-element mean over non-pad positions.
-    const sq = tf.sum(tf.mul(tf.square(tf.sub(out.z0hat, out.z0)), tf.expandDims(out.mask, 2)));
-    const diffusion = tf.div(sq, tf.mul(ntokens, d)) as tf.Scalar;
+    const sqPerSentence = tf.sum(tf.mul(tf.square(tf.sub(out.z0hat, out.z0)), tf.expandDims(out.mask, 2)), [1, 2]); // [B]
+    const diffusion = tf.div(tf.sum(sqPerSentence), tf.mul(ntokens, d)) as tf.Scalar;
+    const quarter = quarterOneHot(out.t, model.opts.diffusionSteps); // [B, 4]
+    const byQuarter = (perSentence: tf.Tensor1D): tf.Tensor1D => tf.reshape(tf.matMul(tf.expandDims(perSentence, 0), quarter), [4]);
+    let cePerSentence: tf.Tensor1D = tf.zeros([b]);
 
     // L_anchor (or rounding): label-smoothed CE over the non-pad rows only.
     const rows = nonPadRows(targetData, model.padIndex);
@@ -98,9 +114,11 @@ export function difformerLosses(
       const z = tf.gather(tf.reshape(opts.roundingLoss ? out.z0 : out.z0hat, [b * l, d]), idx) as tf.Tensor2D; // [N, D]
       const logits = linear(z, model.params.get('decoder.embed_tokens.weight') as tf.Tensor2D); // [N, V]
       const tgt = tf.gather(tf.reshape(target, [b * l]), idx) as tf.Tensor1D; // [N]
-      const r = labelSmoothedNllLoss(logits, tgt, opts.labelSmoothing);
-      wordIns = tf.div(r.loss, rows.length);
-      nllLoss = tf.div(r.nllLoss, rows.length);
+      const r = labelSmoothedNllLoss(logits, tgt, opts.labelSmoothing, undefined, { reduce: false }); // [N] each
+      wordIns = tf.div(tf.sum(r.loss), rows.length);
+      nllLoss = tf.div(tf.sum(r.nllLoss), rows.length);
+      const sentenceOfRow = tf.tensor1d(Int32Array.from(rows, (i) => Math.floor(i / l)), 'int32');
+      cePerSentence = tf.unsortedSegmentSum(r.loss, sentenceOfRow, b) as tf.Tensor1D;
     }
 
     // L_len: plain CE, mean over sentences.
@@ -108,12 +126,19 @@ export function difformerLosses(
     const length = tf.div(len.loss, b) as tf.Scalar;
 
     const loss = tf.addN([diffusion, wordIns, tf.mul(length, model.opts.lengthLossFactor)]) as tf.Scalar;
-    return { loss, nllLoss: nllLoss as tf.Scalar, diffusion, wordIns: wordIns as tf.Scalar, length };
+    const quarters = {
+      sqErr: byQuarter(sqPerSentence as tf.Tensor1D),
+      ce: byQuarter(cePerSentence),
+      tokens: byQuarter(tf.sum(out.mask, 1)),
+    };
+    return { loss, nllLoss: nllLoss as tf.Scalar, diffusion, wordIns: wordIns as tf.Scalar, length, quarters };
   });
 }
 
 export class DifformerCriterion implements Criterion<DifformerModel> {
   readonly name = 'difformer';
+  /** The latent width, known after the first forward (per-quarter MSE is per element). */
+  private latentDim: number | undefined;
   constructor(readonly opts: DifformerCriterionOptions) {}
 
   check(model: TrainableModel): asserts model is DifformerModel {
@@ -123,18 +148,22 @@ export class DifformerCriterion implements Criterion<DifformerModel> {
   }
 
   forward(model: DifformerModel, batch: Batch, training: boolean): CriterionOutput {
+    this.latentDim = model.latentDim;
     const terms = tf.tidy(() => {
       const src = tf.tensor2d(batch.srcTokens, [batch.bsz, batch.srcLen], 'int32');
       const tgt = tf.tensor2d(batch.target, [batch.bsz, batch.tgtLen], 'int32');
       const t = difformerLosses(model, src, tgt, batch.target, this.opts, training);
-      return [t.loss, t.nllLoss, t.diffusion, t.wordIns, t.length] as tf.Scalar[];
+      const q = t.quarters;
+      return [t.loss, t.nllLoss, t.diffusion, t.wordIns, t.length, ...tf.unstack(q.sqErr), ...tf.unstack(q.ce), ...tf.unstack(q.tokens)] as tf.Scalar[];
     });
-    const [loss, nll, diffusion, wordIns, length] = terms as [tf.Scalar, tf.Scalar, tf.Scalar, tf.Scalar, tf.Scalar];
-    return {
-      loss,
-      sampleSize: 1,
-      logging: { loss, nll_loss: nll, diffusion, word_ins: wordIns, length },
-    };
+    const [loss, nll, diffusion, wordIns, length, ...q] = terms as [tf.Scalar, tf.Scalar, tf.Scalar, tf.Scalar, tf.Scalar, ...tf.Scalar[]];
+    const logging: Record<string, tf.Scalar> = { loss, nll_loss: nll, diffusion, word_ins: wordIns, length };
+    for (let i = 0; i < 4; i++) {
+      logging[`sq_err_q${i}`] = q[i]!;
+      logging[`ce_sum_q${i}`] = q[4 + i]!;
+      logging[`ntokens_q${i}`] = q[8 + i]!;
+    }
+    return { loss, sampleSize: 1, logging };
   }
 
   reduce(logs: LogSums): Record<string, number> {
@@ -143,6 +172,14 @@ export class DifformerCriterion implements Criterion<DifformerModel> {
     const out: Record<string, number> = {};
     for (const k of ['loss', 'nll_loss', 'diffusion', 'word_ins', 'length']) out[k] = base2(k);
     out.ppl = 2 ** out.nll_loss!;
+    // Per quarter: sums over the interval divided by its own token count (not by batches).
+    const dim = this.latentDim;
+    for (let i = 0; i < 4; i++) {
+      const n = logs.values[`ntokens_q${i}`] ?? 0;
+      if (n <= 0) continue;
+      if (dim !== undefined) out[`diffusion_q${i}`] = (logs.values[`sq_err_q${i}`] ?? 0) / (n * dim) / Math.LN2;
+      out[`word_ins_q${i}`] = (logs.values[`ce_sum_q${i}`] ?? 0) / n / Math.LN2;
+    }
     return out;
   }
 }

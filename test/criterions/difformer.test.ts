@@ -45,9 +45,11 @@ test('each term is logged separately, before its factor; loss = diffusion + word
   c.check(model);
   const out = c.forward(model, batch, true);
   assert.equal(out.sampleSize, 1);
-  assert.deepEqual(Object.keys(out.logging).sort(), ['diffusion', 'length', 'loss', 'nll_loss', 'word_ins']);
+  const quarterKeys = ['ce_sum', 'ntokens', 'sq_err'].flatMap((k) => [0, 1, 2, 3].map((q) => `${k}_q${q}`));
+  assert.deepEqual(Object.keys(out.logging).sort(), ['diffusion', 'length', 'loss', 'nll_loss', 'word_ins', ...quarterKeys].sort());
   const v = Object.fromEntries(Object.entries(out.logging).map(([k, s]) => [k, read(s)]));
-  for (const k of Object.keys(v)) assert.ok(Number.isFinite(v[k]!) && v[k]! > 0, k);
+  for (const k of ['diffusion', 'length', 'loss', 'nll_loss', 'word_ins']) assert.ok(Number.isFinite(v[k]!) && v[k]! > 0, k);
+  assert.equal([0, 1, 2, 3].reduce((a, q) => a + v[`ntokens_q${q}`]!, 0), batch.ntokens, 'every target token falls in one quarter');
   assert.ok(Math.abs(v.loss! - (v.diffusion! + v.word_ins! + 0.1 * v.length!)) < 1e-5);
   assert.equal(read(out.loss), v.loss);
   // The length CE of an untrained head is about ln 256.
@@ -57,7 +59,39 @@ test('each term is logged separately, before its factor; loss = diffusion + word
   assert.ok(Math.abs(r.loss! - v.loss! / Math.LN2) < 1e-6);
   assert.ok(Math.abs(r.word_ins! - v.word_ins! / Math.LN2) < 1e-6);
   assert.ok(Math.abs(r.ppl! - 2 ** r.nll_loss!) < 1e-9);
+  assert.ok(!('diffusion_q0' in r), 'no per-quarter value without its token count');
   tf.dispose([out.loss, ...Object.values(out.logging)]);
+  model.dispose();
+});
+
+test('per-quarter terms (improved-diffusion mse_q0..q3): one sentence per quarter of t, sums agree with the means', () => {
+  const model = tinyModel(dict);
+  const T = model.opts.diffusionSteps;
+  assert.equal(batch.bsz, 4);
+  const t = Int32Array.from([T - 1, 0, Math.floor(T / 2), Math.floor(T / 4)]); // quarters 3, 0, 2, 1
+  const { src, tgt } = inputs(batch);
+  const terms = difformerLosses(model, src, tgt, batch.target, opts, false, { t, selfCond: false });
+  const sq = terms.quarters.sqErr.arraySync();
+  const ce = terms.quarters.ce.arraySync();
+  const n = terms.quarters.tokens.arraySync();
+  const lengths = Array.from(batch.tgtLengths);
+  assert.deepEqual(n, [lengths[1], lengths[3], lengths[2], lengths[0]]);
+  const d = model.latentDim;
+  const total = lengths.reduce((a, x) => a + x, 0);
+  assert.ok(Math.abs(sq.reduce((a, x) => a + x, 0) / (total * d) - read(terms.diffusion)) < 1e-5);
+  assert.ok(Math.abs(ce.reduce((a, x) => a + x, 0) / total - read(terms.wordIns)) < 1e-4);
+  // More noise, larger error: the t = T-1 sentence's MSE exceeds the t = 0 sentence's.
+  assert.ok(sq[3]! / n[3]! > sq[0]! / n[0]!, `q3 ${sq[3]! / n[3]!} vs q0 ${sq[0]! / n[0]!}`);
+  // reduce divides each quarter by its own tokens (and d for the MSE), in bits.
+  const c = new DifformerCriterion(opts);
+  const o = c.forward(model, batch, false); // learns the latent width
+  tf.dispose([o.loss, ...Object.values(o.logging)]);
+  const values: Record<string, number> = { loss: 1, nll_loss: 1, diffusion: 1, word_ins: 1, length: 1 };
+  for (let q = 0; q < 4; q++) Object.assign(values, { [`sq_err_q${q}`]: sq[q]!, [`ce_sum_q${q}`]: ce[q]!, [`ntokens_q${q}`]: n[q]! });
+  const r = c.reduce({ values, sampleSize: 1, ntokens: total, nsentences: 4 });
+  assert.ok(Math.abs(r.diffusion_q2! - sq[2]! / (n[2]! * d) / Math.LN2) < 1e-9);
+  assert.ok(Math.abs(r.word_ins_q1! - ce[1]! / n[1]! / Math.LN2) < 1e-9);
+  tf.dispose([src, tgt, terms.loss, terms.nllLoss, terms.diffusion, terms.wordIns, terms.length, terms.quarters.sqErr, terms.quarters.ce, terms.quarters.tokens]);
   model.dispose();
 });
 
