@@ -1,20 +1,31 @@
 #!/usr/bin/env bash
-# Batch evaluation: every checkpoint x decoding setting on one data-bin, one table.
-# Usage: bash examples/evaluate.sh DATA_BIN SUBSET CKPT... 
-# Settings are lines of generate flags in $SETTINGS (default: Difformer b=1, 3x2, 7x3).
+# Batch evaluation: every checkpoint x decoding setting on one data-bin, one markdown table.
+#
+#   bash examples/evaluate.sh DATA_BIN SUBSET CKPT...
+#
+# Environment:
+#   SETTINGS  lines of generate flags (default: Difformer K=20 with b=1, 3x2 and 7x3)
+#   REF       raw reference file of SUBSET: adds sacreBLEU (or ROUGE-1/2/L with --task summarization)
+#   N         sentences to decode (0 = all)        OUT   where outputs go (default: a temp dir)
+# Columns: sacreBLEU / ROUGE, fairseq BLEU4 (generate's last line), sentences/s as generate logs
+# them (model loading excluded).
 set -euo pipefail
-DATA=${1:?usage: evaluate.sh DATA_BIN SUBSET CKPT...}; SUBSET=${2:?}; shift 2
-cd "$(dirname "$0")/.."
+DATA=$(realpath "${1:?usage: evaluate.sh DATA_BIN SUBSET CKPT...}"); SUBSET=${2:?}; shift 2
+CKPTS=() # absolute paths, each part of a diff.safetensors:ar.safetensors pair
+for c in "$@"; do IFS=: read -ra parts <<< "$c"; abs=(); for p in "${parts[@]}"; do abs+=("$(realpath "$p")"); done; CKPTS+=("$(IFS=:; echo "${abs[*]}")"); done
+[ -n "${REF:-}" ] && REF=$(realpath "$REF")
+OUT=${OUT:-$(mktemp -d)}; mkdir -p "$OUT"; OUT=$(realpath "$OUT")
+N=${N:-0}
 SETTINGS=${SETTINGS:-$'--decoding-steps 20\n--decoding-steps 20 --length-beam-size 3 --noise-beam-size 2\n--decoding-steps 20 --length-beam-size 7 --noise-beam-size 3'}
-printf '%-40s %-60s %8s %10s\n' checkpoint setting BLEU sent/s
+cd "$(dirname "$0")/.."
+. examples/lib/decode_score.sh
+printf '| %-32s | %-64s | %9s | %6s | %8s |\n|---|---|---:|---:|---:|\n' checkpoint setting "${REF:+sacreBLEU}" BLEU4 sent/s
+i=0
 while IFS= read -r setting; do
-  for ckpt in "$@"; do
-    start=$(date +%s.%N)
-    line=$(node bin/difformer-generate.js "$DATA" --path "$ckpt" --gen-subset "$SUBSET" $setting \
-      --batch-size 64 --remove-bpe sentencepiece --quiet --log-format none | tail -n 1)
-    secs=$(echo "$(date +%s.%N) - $start" | bc)
-    n=$(node --input-type=module -e "const{IndexedDataset}=await import('./dist/src/data/indexed_dataset.js');const fs=await import('node:fs');const f=fs.readdirSync(process.argv[1]).find(x=>x.startsWith(process.argv[2]+'.')&&x.endsWith('.idx'));console.log(new IndexedDataset(process.argv[1]+'/'+f.slice(0,-4)).length)" "$DATA" "$SUBSET")
-    bleu=$(echo "$line" | sed -E 's/.*BLEU4 = ([0-9.]+).*/\1/')
-    printf '%-40s %-60s %8s %10.2f\n' "$(basename "$ckpt")" "$setting" "$bleu" "$(echo "$n / $secs" | bc -l)"
+  for ckpt in "${CKPTS[@]}"; do
+    i=$((i + 1))
+    # shellcheck disable=SC2086  # a setting is a list of flags
+    read -r score bleu sps < <(decode_score "$OUT/run$i" "$DATA" "$ckpt" "$SUBSET" "$N" "${REF:--}" $setting)
+    printf '| %-32s | %-64s | %9s | %6s | %8s |\n' "$(basename "${ckpt%%:*}")" "$setting" "${REF:+$score}" "$bleu" "$sps"
   done
 done <<< "$SETTINGS"

@@ -43,20 +43,12 @@ cmlm() { train "$1" "$2" --arch cmlm_tiny "${tdims[@]}" --criterion nat_loss --w
 difflm() { train "$1" "$2" --arch diff_lm_tiny --model-dim "$DIM" --criterion difformer --rounding-loss --label-smoothing 0 --weight-decay 0.01; }
 difformer() { train "$1" "$2" --arch difformer_tiny --model-dim "$DIM" --criterion difformer --weight-decay 0.01; }
 
+. examples/lib/decode_score.sh
 row() { # LABEL DATA CKPT FLAGS...
   local label=$1 data=$2 ckpt=$3; shift 3
-  local out="$OUT/gen.$(echo "$label" | tr -c 'A-Za-z0-9=\n' '_')"
-  node $B/difformer-generate.js "$data" --path "$ckpt" --gen-subset "$SUBSET" --batch-size 100 \
-    --max-sentences-to-generate "$N" --remove-bpe sentencepiece --seed 7 --log-format json "$@" > "$out.txt" 2> "$out.log"
-  grep '^H-' "$out.txt" | sed 's/^H-//' | sort -n -k1,1 | cut -f3- > "$out.hyp"
-  local ref="$REF"
-  if [ "$N" != 0 ]; then head -n "$N" "$REF" > "$out.ref"; ref="$out.ref"; fi
-  local sacre bleu sps
-  sacre=$(node $B/difformer-score.js --sacrebleu -s "$out.hyp" -r "$ref" --log-format none | sed -E 's/^[^=]*= ([0-9.]+).*/\1/')
-  bleu=$(tail -n 1 "$out.txt" | sed -E 's/.*BLEU4 = ([0-9.]+).*/\1/')
-  # decoding speed as generate logs it (model loading excluded)
-  sps=$(grep -o '"sentencesPerSecond":[0-9.e+-]*' "$out.log" | tail -n 1 | cut -d: -f2)
-  printf '| %-34s | %8s | %8s | %8.2f |\n' "$label" "$sacre" "$bleu" "${sps:-0}" | tee -a "$OUT/table.md"
+  local score bleu sps
+  read -r score bleu sps < <(decode_score "$OUT/gen.$(echo "$label" | tr -c 'A-Za-z0-9=\n' '_')" "$data" "$ckpt" "$SUBSET" "$N" "$REF" "$@")
+  printf '| %-34s | %8s | %8s | %8s |\n' "$label" "$score" "$bleu" "$sps" | tee -a "$OUT/table.md"
 }
 
 ar ar "$DATA"

@@ -1,0 +1,31 @@
+# Sourced by the example scripts: one decoding run, scored.
+#
+#   decode_score OUT_PREFIX DATA_BIN CKPT SUBSET N REF [generate flags...]
+#
+# Runs difformer-generate (N sentences of SUBSET, 0 = all; seed 7), writes OUT_PREFIX.txt (its
+# output), .log (json log), .hyp (H- lines in corpus order), and prints one line
+# "SACREBLEU BLEU4 SENTENCES_PER_S": sacreBLEU (13a) against the raw reference file REF ("-"
+# or empty: not computed, printed as "-"), fairseq's BLEU4 from generate's last line, and
+# generate's own sentences/s (model loading excluded).
+# With --task summarization in the flags, the first field is ROUGE-1/2/L F1 (x100) instead.
+# Expects the caller's working directory to be the repository root (bin/ holds the commands).
+decode_score() {
+  local out=$1 data=$2 ckpt=$3 subset=$4 n=$5 ref=$6
+  shift 6
+  node bin/difformer-generate.js "$data" --path "$ckpt" --gen-subset "$subset" --batch-size 100 \
+    --max-sentences-to-generate "$n" --remove-bpe sentencepiece --seed 7 --log-format json "$@" \
+    > "$out.txt" 2> "$out.log" || { echo "decode_score: generate failed, see $out.log" >&2; return 1; }
+  grep '^H-' "$out.txt" | sed 's/^H-//' | sort -n -k1,1 | cut -f3- > "$out.hyp"
+  local score=- bleu sps
+  if [ -n "$ref" ] && [ "$ref" != - ]; then
+    if [ "$n" != 0 ]; then head -n "$n" "$ref" > "$out.ref"; ref=$out.ref; fi
+    if [[ " $* " == *" --task summarization "* ]]; then
+      score=$(node bin/difformer-score.js --metric rouge -s "$out.hyp" -r "$ref" --log-format none | sed -E 's#.*/##' | paste -sd/)
+    else
+      score=$(node bin/difformer-score.js --sacrebleu -s "$out.hyp" -r "$ref" --log-format none | sed -E 's/^[^=]*= ([0-9.]+).*/\1/')
+    fi
+  fi
+  bleu=$(tail -n 1 "$out.txt" | sed -E 's/.*BLEU4 = ([0-9.]+).*/\1/')
+  sps=$(grep -o '"sentencesPerSecond":[0-9.e+-]*' "$out.log" | tail -n 1 | cut -d: -f2)
+  printf '%s %s %.2f\n' "$score" "$bleu" "${sps:-0}"
+}
