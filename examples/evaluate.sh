@@ -5,7 +5,7 @@
 #
 # Environment:
 #   SETTINGS  lines of generate flags (default: Difformer K=20 with b=1, 3x2 and 7x3)
-#   REF       raw reference file of SUBSET: adds sacreBLEU (or ROUGE-1/2/L with --task summarization)
+#   REF       raw reference file of SUBSET: adds sacreBLEU, or ROUGE-1/2/L F1 with METRIC=rouge
 #   N         sentences to decode (0 = all)        OUT   where outputs go (default: a temp dir)
 # Columns: sacreBLEU / ROUGE, fairseq BLEU4 (generate's last line), sentences/s as generate logs
 # them (model loading excluded).
@@ -19,7 +19,8 @@ N=${N:-0}
 SETTINGS=${SETTINGS:-$'--decoding-steps 20\n--decoding-steps 20 --length-beam-size 3 --noise-beam-size 2\n--decoding-steps 20 --length-beam-size 7 --noise-beam-size 3'}
 cd "$(dirname "$0")/.."
 . examples/lib/decode_score.sh
-printf '| %-32s | %-64s | %9s | %6s | %8s |\n|---|---|---:|---:|---:|\n' checkpoint setting "${REF:+sacreBLEU}" BLEU4 sent/s
+head=sacreBLEU; [ "${METRIC:-bleu}" = rouge ] && head=R-1/R-2/R-L
+printf '| %-32s | %-64s | %9s | %6s | %8s |\n|---|---|---:|---:|---:|\n' checkpoint setting "${REF:+$head}" BLEU4 sent/s
 i=0
 while IFS= read -r setting; do
   for ckpt in "${CKPTS[@]}"; do

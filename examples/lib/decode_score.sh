@@ -7,7 +7,7 @@
 # "SACREBLEU BLEU4 SENTENCES_PER_S": sacreBLEU (13a) against the raw reference file REF ("-"
 # or empty: not computed, printed as "-"), fairseq's BLEU4 from generate's last line, and
 # generate's own sentences/s (model loading excluded).
-# With --task summarization in the flags, the first field is ROUGE-1/2/L F1 (x100) instead.
+# With METRIC=rouge in the environment the first field is ROUGE-1/2/L F1 (x100) instead.
 # Expects the caller's working directory to be the repository root (bin/ holds the commands).
 decode_score() {
   local out=$1 data=$2 ckpt=$3 subset=$4 n=$5 ref=$6
@@ -19,7 +19,7 @@ decode_score() {
   local score=- bleu sps
   if [ -n "$ref" ] && [ "$ref" != - ]; then
     if [ "$n" != 0 ]; then head -n "$n" "$ref" > "$out.ref"; ref=$out.ref; fi
-    if [[ " $* " == *" --task summarization "* ]]; then
+    if [ "${METRIC:-bleu}" = rouge ]; then
       score=$(node bin/difformer-score.js --metric rouge -s "$out.hyp" -r "$ref" --log-format none | sed -E 's#.*/##' | paste -sd/)
     else
       score=$(node bin/difformer-score.js --sacrebleu -s "$out.hyp" -r "$ref" --log-format none | sed -E 's/^[^=]*= ([0-9.]+).*/\1/')

@@ -2,7 +2,8 @@
 # The paper's Table 2 in small: AR Transformer (b=1/5), CMLM (b=1/10), Diff-LM (b=1/10) and
 # Difformer (b=1/10/20), each trained for the same cumulative time (--stop-time-hours), on the
 # raw data-bin and, for the non-autoregressive models, on the AR teacher's distilled one.
-# Prints one table (sacreBLEU on detokenized output, fairseq BLEU4, sentences/s).
+# Prints one table (sacreBLEU on detokenized output, fairseq BLEU4, sentences/s); with
+# TASK=summarization the models train on that task and the score is ROUGE-1/2/L F1.
 #
 #   bash examples/translation/table2.sh DATA_BIN REF_FILE [OUT]
 #
@@ -12,6 +13,7 @@
 #   HOURS=1        training time per model          DIM=256 FFN=1024 LAYERS=3 HEADS=4
 #   TEACHER_BEAM=1 beam of the distillation teacher  SUBSET=valid  N=0 (sentences, 0 = all)
 #   DISTILL=1      0 skips distillation and the distilled rows
+#   TASK=translation (or summarization)             MAXSRC=256 longest source kept (tokens)
 # Recipe family (all models): Adam (0.9, 0.98), lr 1e-3, inverse_sqrt warmup 500, clip 1.0,
 # dropout 0.1, label smoothing 0.1, --max-tokens 2048 --update-freq 2, shared embeddings.
 set -euo pipefail
@@ -20,6 +22,8 @@ REF=$(realpath "${2:?usage: table2.sh DATA_BIN REF_FILE [OUT]}")
 OUT=$(realpath -m "${3:-runs/table2}")
 HOURS=${HOURS:-1}; DIM=${DIM:-256}; FFN=${FFN:-1024}; LAYERS=${LAYERS:-3}; HEADS=${HEADS:-4}
 TEACHER_BEAM=${TEACHER_BEAM:-1}; SUBSET=${SUBSET:-valid}; N=${N:-0}; DISTILL=${DISTILL:-1}
+TASK=${TASK:-translation}; MAXSRC=${MAXSRC:-256}
+METRIC=bleu; [ "$TASK" = summarization ] && METRIC=rouge; export METRIC
 cd "$(dirname "$0")/../.."
 mkdir -p "$OUT"
 B=bin
@@ -27,6 +31,7 @@ B=bin
 common=(--optimizer adam --adam-betas '(0.9, 0.98)' --lr 1e-3 --lr-scheduler inverse_sqrt
   --warmup-updates 500 --clip-norm 1.0 --dropout 0.1 --label-smoothing 0.1
   --max-tokens 2048 --update-freq 2 --seed 1 --stop-time-hours "$HOURS" --max-update 0
+  --max-source-positions "$MAXSRC" --max-target-positions 256
   --save-interval-updates 200 --keep-interval-updates 1 --disable-validation --log-format json --log-interval 50)
 layers=(--encoder-layers "$LAYERS" --decoder-layers "$LAYERS" --encoder-attention-heads "$HEADS"
   --decoder-attention-heads "$HEADS" --encoder-ffn-embed-dim "$FFN" --decoder-ffn-embed-dim "$FFN")
@@ -35,7 +40,7 @@ tdims=(--encoder-embed-dim "$DIM" --decoder-embed-dim "$DIM" --share-all-embeddi
 train() { # NAME DATA ARGS...
   local name=$1 data=$2; shift 2
   echo "== train $name ($HOURS h)" >&2
-  node $B/difformer-train.js "$data" --task translation --save-dir "$OUT/$name" "${common[@]}" "${layers[@]}" "$@" \
+  node $B/difformer-train.js "$data" --task "$TASK" --save-dir "$OUT/$name" "${common[@]}" "${layers[@]}" "$@" \
     2>> "$OUT/$name.log" | tail -n 0
 }
 ar() { train "$1" "$2" --arch transformer_tiny "${tdims[@]}" --criterion label_smoothed_cross_entropy --weight-decay 0.0001; }
@@ -48,7 +53,7 @@ row() { # LABEL DATA CKPT FLAGS...
   local label=$1 data=$2 ckpt=$3; shift 3
   local score bleu sps
   read -r score bleu sps < <(decode_score "$OUT/gen.$(echo "$label" | tr -c 'A-Za-z0-9=\n' '_')" "$data" "$ckpt" "$SUBSET" "$N" "$REF" "$@")
-  printf '| %-34s | %8s | %8s | %8s |\n' "$label" "$score" "$bleu" "$sps" | tee -a "$OUT/table.md"
+  printf '| %-34s | %14s | %8s | %8s |\n' "$label" "$score" "$bleu" "$sps" | tee -a "$OUT/table.md"
 }
 
 ar ar "$DATA"
@@ -64,7 +69,8 @@ for s in "${sets[@]}"; do
   cmlm "cmlm_$s" "$d"; difflm "difflm_$s" "$d"; difformer "difformer_$s" "$d"
 done
 
-printf '| %-34s | %8s | %8s | %8s |\n|---|---:|---:|---:|\n' "model (b)" sacreBLEU BLEU4 "sent/s" > "$OUT/table.md"
+score=sacreBLEU; [ "$METRIC" = rouge ] && score=R-1/R-2/R-L
+printf '| %-34s | %14s | %8s | %8s |\n|---|---:|---:|---:|\n' "model (b)" "$score" BLEU4 "sent/s" > "$OUT/table.md"
 cat "$OUT/table.md"
 AR=$OUT/ar/checkpoint_last.safetensors
 row "Transformer (b=1)" "$DATA" "$AR" --beam 1
