@@ -66,7 +66,7 @@ export const scoreOptionTable: OptionTable<ScoreOptions> = {
  */
 async function anisotropyLines(path: string): Promise<string[]> {
   const { loadCheckpoint } = await import('../train/checkpoint.js');
-  const { anisotropy } = await import('../metrics/anisotropy.js');
+  const { anisotropy, selfRoundingRate } = await import('../metrics/anisotropy.js');
   const ckpt = loadCheckpoint(path);
   const name = ['decoder.embed_tokens.weight', 'encoder.embed_tokens.weight'].find((n) => ckpt.weights.has(n));
   if (!name) throw new DifformerError('DIFFORMER_BAD_CHECKPOINT', `${path} has no embedding table (decoder.embed_tokens.weight)`);
@@ -75,7 +75,11 @@ async function anisotropyLines(path: string): Promise<string[]> {
   const symbols = ckpt.meta.dictionaries.tgt.symbols;
   const exclude = symbols.map((sym, i) => (i < 4 || sym.startsWith('madeupword') ? i : -1)).filter((i) => i >= 0);
   const value = anisotropy(w.data as Float32Array, v, d, { exclude });
-  return [`Anisotropy = ${value.toFixed(4)} (${name}: ${v - exclude.length} tokens x ${d} dims)`];
+  const rounding = selfRoundingRate(w.data as Float32Array, v, d, { exclude });
+  return [
+    `Anisotropy = ${value.toFixed(4)} (${name}: ${v - exclude.length} tokens x ${d} dims)`,
+    `Self-rounding = ${rounding.toFixed(4)} (share of those tokens whose own embedding wins argmax z·Eᵀ)`,
+  ];
 }
 
 function readSys(path: string): string[] {

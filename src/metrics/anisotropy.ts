@@ -54,3 +54,37 @@ export function tensorAnisotropy(weight: tf.Tensor2D, opts: AnisotropyOptions = 
   const [v, d] = weight.shape;
   return anisotropy(weight.dataSync() as Float32Array, v, d, opts);
 }
+
+/**
+ * Self-rounding rate: the fraction of rows r (those kept by `opts`, as for `anisotropy`) whose
+ * own embedding scores highest under the tied output layer, argmax_v e_r·e_v = r, with every
+ * row of the table as a candidate. Below 1, decoding the clean embedding of r through z·Eᵀ
+ * already gives another token (a larger-norm row nearby wins the dot product), so no denoiser
+ * output near e_r can be read back as r. Ties count as misses. O(n V d), float64.
+ */
+export function selfRoundingRate(table: Float32Array | Float64Array, vocab: number, dim: number, opts: AnisotropyOptions = {}): number {
+  if (table.length !== vocab * dim) throw new Error(`selfRoundingRate: table has ${table.length} values, expected ${vocab} x ${dim}`);
+  const skip = new Set(opts.exclude ?? []);
+  const rows = opts.include === undefined ? Array.from({ length: vocab }, (_, i) => i) : [...new Set(opts.include)];
+  let n = 0;
+  let hits = 0;
+  for (const r of rows) {
+    if (r < 0 || r >= vocab) throw new Error(`selfRoundingRate: row ${r} outside 0..${vocab - 1}`);
+    if (skip.has(r)) continue;
+    const off = r * dim;
+    let own = 0;
+    for (let k = 0; k < dim; k++) own += table[off + k]! * table[off + k]!;
+    if (own === 0) continue; // the padding row
+    n++;
+    let beaten = false;
+    for (let v = 0; v < vocab && !beaten; v++) {
+      if (v === r) continue;
+      let s = 0;
+      const o = v * dim;
+      for (let k = 0; k < dim; k++) s += table[off + k]! * table[o + k]!;
+      beaten = s >= own;
+    }
+    if (!beaten) hits++;
+  }
+  return n === 0 ? NaN : hits / n;
+}

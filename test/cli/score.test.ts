@@ -3,6 +3,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { FIXTURES, runCli, tempDir } from '../helpers.js';
+import { writeSafetensors } from '../../src/train/safetensors.js';
 
 const tmp = tempDir();
 after(() => tmp.cleanup());
@@ -64,3 +65,16 @@ test('line-count mismatch and missing files are one-line errors', () => {
 function readRef(): string {
   return readFileSync(REF, 'utf8');
 }
+
+test('--anisotropy --path: Eq. 5 and the self-rounding rate of a checkpoint\'s table, specials left out', () => {
+  // rows: 4 specials (ignored), e1, e2, 2(e1 + e2): cosines 0, 1/sqrt2, 1/sqrt2 -> anisotropy 0.4714;
+  // only the third row wins its own dot-product argmax -> self-rounding 1/3
+  const data = Float32Array.from([0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 1, 0, 0, 1, 2, 2]); // small specials still compete
+  const symbols = ['<s>', '<pad>', '</s>', '<unk>', 'a', 'b', 'c'];
+  const meta = { dictionaries: { src: { size: 7, hash: 'x', symbols }, tgt: { size: 7, hash: 'x', symbols } } };
+  const path = join(tmp.path, 'table.safetensors');
+  writeSafetensors(path, new Map([['model.encoder.embed_tokens.weight', { dtype: 'F32' as const, shape: [7, 2], data }]]), { difformer: JSON.stringify(meta) });
+  const r = runCli('difformer-score', ['--anisotropy', '--path', path]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^Anisotropy = 0\.4714 \(encoder\.embed_tokens\.weight: 3 tokens x 2 dims\)\nSelf-rounding = 0\.3333 /);
+});

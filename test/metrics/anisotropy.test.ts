@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../../src/backend.js';
 import { Rng } from '../../src/nn/params.js';
-import { anisotropy, tensorAnisotropy } from '../../src/metrics/anisotropy.js';
+import { anisotropy, selfRoundingRate, tensorAnisotropy } from '../../src/metrics/anisotropy.js';
 import { difformerLosses } from '../../criterions/difformer.js';
 import { gettextPairs, joinedDictionary, makeBatch, tinyModel } from '../models/difformer_fixtures.js';
 
@@ -53,6 +53,25 @@ test('excluded and all-zero rows are left out; fewer than two rows gives NaN', (
   assert.equal(tensorAnisotropy(w, { exclude: [3] }), 1);
   w.dispose();
   assert.throws(() => anisotropy(t, 3, 2), /expected 3 x 2/);
+});
+
+test('self-rounding: a large-norm row takes the dot-product argmax of its neighbours', () => {
+  // pad (zero), e1, e2, e3 = 2(e1 + e2): e1·e3 = 2 > e1·e1 = 1, so only e3 reads back as itself
+  const t = Float32Array.from([0, 0, 1, 0, 0, 1, 2, 2]);
+  assert.equal(selfRoundingRate(t, 4, 2), 1 / 3); // the zero row is not counted
+  assert.equal(selfRoundingRate(t, 4, 2, { exclude: [3] }), 0); // e3 still competes
+  // equal norms, distinct directions: every row wins its own argmax
+  const rng = new Rng(5);
+  const g = rng.fillNormal(40 * 16, 0, 1);
+  for (let r = 0; r < 40; r++) {
+    const row = g.subarray(r * 16, (r + 1) * 16);
+    const n = Math.sqrt(row.reduce((a, x) => a + x * x, 0));
+    row.forEach((x, k) => (row[k] = x / n));
+  }
+  assert.equal(selfRoundingRate(g, 40, 16), 1);
+  // ties are misses: a duplicated row cannot be told apart from its copy
+  assert.equal(selfRoundingRate(Float32Array.from([1, 0, 1, 0]), 2, 2), 0);
+  assert.throws(() => selfRoundingRate(t, 3, 2), /expected 3 x 2/);
 });
 
 test('anchor vs vlb (paper Table 1): the MSE alone collapses the embeddings, the anchor loss keeps them apart', () => {
