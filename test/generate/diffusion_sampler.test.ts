@@ -14,7 +14,7 @@ import {
 } from '../../src/generate/diffusion_sampler.js';
 import { bleuMbrScores, rankCandidates, removeBpe, toHypothesisTokens } from '../../src/generate/diffusion_select.js';
 import type { DifformerModel } from '../../models/difformer.js';
-import { gettextPairs, joinedDictionary, makeBatch, referenceTokens, tinyModel, trainSteps } from '../models/difformer_fixtures.js';
+import { gettextPairs, gettextPairsOfTargetLength, joinedDictionary, makeBatch, referenceTokens, tinyModel, trainSteps } from '../models/difformer_fixtures.js';
 
 await initBackend({ backend: 'wasm' });
 
@@ -182,6 +182,29 @@ test('a tiny Difformer overfits real sentence pairs and decodes them back with K
     const exact = hypos.filter((h, i) => Array.from(h[0]!.tokens).join(' ') === Array.from(refs[i]!).join(' ')).length;
     assert.ok(exact >= 7, `K=${K}: ${exact}/8 exact: ${hypos.map((h) => dict.string(h[0]!.tokens)).join(' | ')}`);
   }
+  model.dispose();
+});
+
+test('the denoiser reads the source: equal-length targets decode back from their own sources, and follow swapped ones', () => {
+  // Every target has 3 words, so position and length cannot tell the pairs apart: only the
+  // source (cross-attention) can. A decoder that ignores it would print one target for all.
+  const same = gettextPairsOfTargetLength(8, 3, 8);
+  assert.equal(same.tgt.length, 8);
+  const d = joinedDictionary(same);
+  const b = makeBatch(d, same);
+  const model = tinyModel(d, { dropout: 0 });
+  trainSteps(model, b, { labelSmoothing: 0.1, roundingLoss: false }, 300, 3e-3);
+  const refs = referenceTokens(b, d).map((r) => Array.from(r).join(' '));
+  const gen = buildDiffusionGenerator(model, { tgtDict: d, options: options({ decodingSteps: 20 }), seed: 3 });
+  const own = gen.generate(b).map((h) => Array.from(h[0]!.tokens).join(' '));
+  const exact = own.filter((h, i) => h === refs[i]).length;
+  assert.ok(exact >= 6, `${exact}/8 exact: ${own.map((h) => d.string(Int32Array.from(h.split(' ').map(Number)))).join(' | ')}`);
+  // rotate the sources by one sentence: the outputs should rotate with them
+  const rotated = { ...b, srcTokens: new Int32Array(b.srcTokens.length) };
+  for (let i = 0; i < 8; i++) rotated.srcTokens.set(b.srcTokens.subarray(((i + 1) % 8) * b.srcLen, ((i + 1) % 8 + 1) * b.srcLen), i * b.srcLen);
+  const swapped = gen.generate(rotated).map((h) => Array.from(h[0]!.tokens).join(' '));
+  const follow = swapped.filter((h, i) => h === refs[(i + 1) % 8]).length;
+  assert.ok(follow >= 6, `${follow}/8 follow the swapped source`);
   model.dispose();
 });
 

@@ -33,6 +33,22 @@ export function gettextPairs(n: number, maxTokens: number): Pairs {
   return out;
 }
 
+/** `n` gettext pairs whose targets all have exactly `tgtTokens` words (distinct targets): length says nothing. */
+export function gettextPairsOfTargetLength(n: number, tgtTokens: number, maxSrcTokens: number): Pairs {
+  const read = (f: string) => readFileSync(join(FIXTURES, 'gettext', f), 'utf8').split('\n');
+  const de = read('train.de');
+  const en = read('train.en');
+  const out: Pairs = { src: [], tgt: [] };
+  for (let i = 0; i < de.length && out.src.length < n; i++) {
+    const s = tokenize(de[i] ?? '');
+    const t = tokenize(en[i] ?? '');
+    if (s.length === 0 || s.length > maxSrcTokens || t.length !== tgtTokens || out.tgt.includes(t.join(' '))) continue;
+    out.src.push(s.join(' '));
+    out.tgt.push(t.join(' '));
+  }
+  return out;
+}
+
 /** A joined dictionary over both sides (fairseq --joined-dictionary, padded to a multiple of 8). */
 export function joinedDictionary(p: Pairs): Dictionary {
   const d = new Dictionary();
