@@ -26,7 +26,8 @@ while IFS= read -r setting; do
   for ckpt in "${CKPTS[@]}"; do
     i=$((i + 1))
     # shellcheck disable=SC2086  # a setting is a list of flags
-    read -r score bleu sps < <(decode_score "$OUT/run$i" "$DATA" "$ckpt" "$SUBSET" "$N" "${REF:--}" $setting)
+    r=$(decode_score "$OUT/run$i" "$DATA" "$ckpt" "$SUBSET" "$N" "${REF:--}" $setting) || exit 1
+    read -r score bleu sps <<< "$r"
     printf '| %-32s | %-64s | %9s | %6s | %8s |\n' "$(basename "${ckpt%%:*}")" "$setting" "${REF:+$score}" "$bleu" "$sps"
   done
 done <<< "$SETTINGS"

@@ -15,7 +15,7 @@ decode_score() {
   node bin/difformer-generate.js "$data" --path "$ckpt" --gen-subset "$subset" --batch-size 100 \
     --max-sentences-to-generate "$n" --remove-bpe sentencepiece --seed 7 --log-format json "$@" \
     > "$out.txt" 2> "$out.log" || { echo "decode_score: generate failed, see $out.log" >&2; return 1; }
-  grep '^H-' "$out.txt" | sed 's/^H-//' | sort -n -k1,1 | cut -f3- > "$out.hyp"
+  { grep '^H-' "$out.txt" || true; } | sed 's/^H-//' | sort -n -k1,1 | cut -f3- > "$out.hyp"
   local score=- bleu sps
   if [ -n "$ref" ] && [ "$ref" != - ]; then
     if [ "$n" != 0 ]; then head -n "$n" "$ref" > "$out.ref"; ref=$out.ref; fi
@@ -25,7 +25,9 @@ decode_score() {
       score=$(node bin/difformer-score.js --sacrebleu -s "$out.hyp" -r "$ref" --log-format none | sed -E 's/^[^=]*= ([0-9.]+).*/\1/')
     fi
   fi
-  bleu=$(tail -n 1 "$out.txt" | sed -E 's/.*BLEU4 = ([0-9.]+).*/\1/')
-  sps=$(grep -o '"sentencesPerSecond":[0-9.e+-]*' "$out.log" | tail -n 1 | cut -d: -f2)
-  printf '%s %s %.2f\n' "$score" "$bleu" "${sps:-0}"
+  bleu=$(tail -n 1 "$out.txt" | sed -nE 's/.*BLEU4 = ([0-9.]+).*/\1/p')
+  # the json log line of generate (a --log-format in the flags would replace json: then "-")
+  sps=$({ grep -o '"sentencesPerSecond":[0-9.e+-]*' "$out.log" || true; } | tail -n 1 | cut -d: -f2)
+  [[ $sps =~ ^[0-9.e+-]+$ ]] && sps=$(printf '%.2f' "$sps")
+  printf '%s %s %s\n' "${score:--}" "${bleu:--}" "${sps:--}"
 }

@@ -13,7 +13,8 @@
 #   HOURS=1        training time per model          DIM=256 FFN=1024 LAYERS=3 HEADS=4
 #   TEACHER_BEAM=1 beam of the distillation teacher  SUBSET=valid  N=0 (sentences, 0 = all)
 #   DISTILL=1      0 skips distillation and the distilled rows
-#   TASK=translation (or summarization)             MAXSRC=256 longest source kept (tokens)
+#   TASK=translation (or summarization)             MAXSRC=256 longest source kept (tokens; generation
+#                  does not truncate, so it must also cover the longest source of $SUBSET)
 # Recipe family (all models): Adam (0.9, 0.98), lr 1e-3, inverse_sqrt warmup 500, clip 1.0,
 # dropout 0.1, label smoothing 0.1, --max-tokens 2048 --update-freq 2, shared embeddings.
 set -euo pipefail
@@ -54,7 +55,9 @@ difformer() { train "$1" "$2" --arch difformer_tiny --model-dim "$DIM" --criteri
 row() { # LABEL DATA CKPT FLAGS...
   local label=$1 data=$2 ckpt=$3; shift 3
   local score bleu sps
-  read -r score bleu sps < <(decode_score "$OUT/gen.$(echo "$label" | tr -c 'A-Za-z0-9=\n' '_')" "$data" "$ckpt" "$SUBSET" "$N" "$REF" "$@")
+  local r
+  r=$(decode_score "$OUT/gen.$(echo "$label" | tr -c 'A-Za-z0-9=\n' '_')" "$data" "$ckpt" "$SUBSET" "$N" "$REF" "$@") || exit 1
+  read -r score bleu sps <<< "$r"
   printf '| %-34s | %14s | %8s | %8s |\n' "$label" "$score" "$bleu" "$sps" | tee -a "$OUT/table.md"
 }
 

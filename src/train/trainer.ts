@@ -167,6 +167,10 @@ export class Trainer<M extends TrainableModel> {
    */
   restore(): boolean {
     const file = this.opts.restoreFile;
+    if (this.opts.finetuneFromModel !== undefined && (this.opts.resetOptimizer || file !== 'checkpoint_last.safetensors')) {
+      // as fairseq: a fine-tune resumes from its own checkpoint_last, with its optimizer
+      throw new DifformerError('DIFFORMER_BAD_OPTION', '--finetune-from-model cannot be combined with --reset-optimizer or --restore-file');
+    }
     let path = existsSync(file) && file.includes('/') ? file : join(this.opts.saveDir, file);
     let weightsOnly = this.opts.resetOptimizer;
     if (!existsSync(path)) {

@@ -65,11 +65,13 @@ test('--stop-time-hours: stops on cumulative training time, saved in the checkpo
 });
 
 test('--finetune-from-model: weights only on the first run (counters restart), then the same command resumes its own checkpoint_last', () => {
-  const init = join(tmp.path, 'ckA', 'checkpoint_last.safetensors'); // 12 updates, from the first test
+  const src = runCli('difformer-train', trainArgs(join(tmp.path, 'ckI'), 12));
+  assert.equal(src.code, 0, src.stderr);
+  const init = join(tmp.path, 'ckI', 'checkpoint_last.safetensors');
   const args = (n: number) => trainArgs(join(tmp.path, 'ckF'), n, ['--finetune-from-model', init]);
   const first = runCli('difformer-train', args(3));
   assert.equal(first.code, 0, first.stderr);
-  assert.match(first.stderr, /loaded the weights of .*ckA\/checkpoint_last\.safetensors; optimizer, counters and schedule start afresh/);
+  assert.match(first.stderr, /loaded the weights of .*ckI\/checkpoint_last\.safetensors; optimizer, counters and schedule start afresh/);
   assert.deepEqual([...losses(first.stderr).keys()], [1, 2, 3]);
   // starting from 12 trained updates: the first loss is below a fresh model's (9.36 vs 9.78)
   const fresh = losses(runCli('difformer-train', trainArgs(join(tmp.path, 'ckG'), 1)).stderr).get(1)!;
@@ -81,6 +83,11 @@ test('--finetune-from-model: weights only on the first run (counters restart), t
   const missing = runCli('difformer-train', trainArgs(join(tmp.path, 'ckH'), 1, ['--finetune-from-model', join(tmp.path, 'nope.safetensors')]));
   assert.notEqual(missing.code, 0);
   assert.match(missing.stderr, /--finetune-from-model: checkpoint not found: .*nope\.safetensors/);
+  for (const extra of [['--reset-optimizer'], ['--restore-file', init]]) {
+    const bad = runCli('difformer-train', trainArgs(join(tmp.path, 'ckH'), 1, ['--finetune-from-model', init, ...extra]));
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /--finetune-from-model cannot be combined with --reset-optimizer or --restore-file/);
+  }
 });
 
 test('a whole epoch: train_/valid_ fields and per-epoch, best and last checkpoints', () => {

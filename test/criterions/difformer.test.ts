@@ -11,6 +11,7 @@ import {
 } from '../../criterions/difformer.js';
 import { gettextPairs, joinedDictionary, makeBatch, tinyModel } from '../models/difformer_fixtures.js';
 import type { Batch } from '../../src/data/language_pair_dataset.js';
+import { labelSmoothedNllLoss } from '../../criterions/label_smoothed_cross_entropy.js';
 
 await initBackend({ backend: 'wasm' });
 
@@ -70,7 +71,8 @@ test('per-quarter terms (improved-diffusion mse_q0..q3): one sentence per quarte
   assert.equal(batch.bsz, 4);
   const t = Int32Array.from([T - 1, 0, Math.floor(T / 2), Math.floor(T / 4)]); // quarters 3, 0, 2, 1
   const { src, tgt } = inputs(batch);
-  const terms = difformerLosses(model, src, tgt, batch.target, opts, false, { t, selfCond: false });
+  const noise = tf.randomNormal([batch.bsz, batch.tgtLen, model.latentDim], 0, 1, 'float32', 11) as tf.Tensor3D;
+  const terms = difformerLosses(model, src, tgt, batch.target, opts, false, { t, noise, selfCond: false });
   const sq = terms.quarters.sqErr.arraySync();
   const ce = terms.quarters.ce.arraySync();
   const n = terms.quarters.tokens.arraySync();
@@ -80,8 +82,16 @@ test('per-quarter terms (improved-diffusion mse_q0..q3): one sentence per quarte
   const total = lengths.reduce((a, x) => a + x, 0);
   assert.ok(Math.abs(sq.reduce((a, x) => a + x, 0) / (total * d) - read(terms.diffusion)) < 1e-5);
   assert.ok(Math.abs(ce.reduce((a, x) => a + x, 0) / total - read(terms.wordIns)) < 1e-4);
-  // More noise, larger error: the t = T-1 sentence's MSE exceeds the t = 0 sentence's.
-  assert.ok(sq[3]! / n[3]! > sq[0]! / n[0]!, `q3 ${sq[3]! / n[3]!} vs q0 ${sq[0]! / n[0]!}`);
+  // Each quarter holds exactly its sentence's CE: recompute per sentence from the same forward.
+  const perSentence = tf.tidy(() => {
+    const out = model.forward(src, tgt, false, { t, noise, selfCond: false });
+    const [bsz, l] = out.mask.shape;
+    const logits = tf.reshape(model.logits(out.z0hat), [bsz * l, -1]) as tf.Tensor2D;
+    const rowLoss = labelSmoothedNllLoss(logits, tf.reshape(tgt, [-1]) as tf.Tensor1D, opts.labelSmoothing, undefined, { reduce: false }).loss;
+    return tf.sum(tf.mul(tf.reshape(rowLoss, [bsz, l]), out.mask), 1).arraySync() as number[];
+  });
+  const bySentence = [perSentence[1]!, perSentence[3]!, perSentence[2]!, perSentence[0]!]; // quarters 0..3
+  bySentence.forEach((v, q) => assert.ok(Math.abs(v - ce[q]!) < 1e-3 * Math.max(1, v), `quarter ${q}: ${ce[q]} vs sentence ${v}`));
   // reduce divides each quarter by its own tokens (and d for the MSE), in bits.
   const c = new DifformerCriterion(opts);
   const o = c.forward(model, batch, false); // learns the latent width
@@ -91,7 +101,7 @@ test('per-quarter terms (improved-diffusion mse_q0..q3): one sentence per quarte
   const r = c.reduce({ values, sampleSize: 1, ntokens: total, nsentences: 4 });
   assert.ok(Math.abs(r.diffusion_q2! - sq[2]! / (n[2]! * d) / Math.LN2) < 1e-9);
   assert.ok(Math.abs(r.word_ins_q1! - ce[1]! / n[1]! / Math.LN2) < 1e-9);
-  tf.dispose([src, tgt, terms.loss, terms.nllLoss, terms.diffusion, terms.wordIns, terms.length, terms.quarters.sqErr, terms.quarters.ce, terms.quarters.tokens]);
+  tf.dispose([src, tgt, noise, terms.loss, terms.nllLoss, terms.diffusion, terms.wordIns, terms.length, terms.quarters.sqErr, terms.quarters.ce, terms.quarters.tokens]);
   model.dispose();
 });
 
