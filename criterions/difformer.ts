@@ -137,8 +137,6 @@ export function difformerLosses(
 
 export class DifformerCriterion implements Criterion<DifformerModel> {
   readonly name = 'difformer';
-  /** The latent width, known after the first forward (per-quarter MSE is per element). */
-  private latentDim: number | undefined;
   constructor(readonly opts: DifformerCriterionOptions) {}
 
   check(model: TrainableModel): asserts model is DifformerModel {
@@ -148,18 +146,18 @@ export class DifformerCriterion implements Criterion<DifformerModel> {
   }
 
   forward(model: DifformerModel, batch: Batch, training: boolean): CriterionOutput {
-    this.latentDim = model.latentDim;
     const terms = tf.tidy(() => {
       const src = tf.tensor2d(batch.srcTokens, [batch.bsz, batch.srcLen], 'int32');
       const tgt = tf.tensor2d(batch.target, [batch.bsz, batch.tgtLen], 'int32');
       const t = difformerLosses(model, src, tgt, batch.target, this.opts, training);
       const q = t.quarters;
-      return [t.loss, t.nllLoss, t.diffusion, t.wordIns, t.length, ...tf.unstack(q.sqErr), ...tf.unstack(q.ce), ...tf.unstack(q.tokens)] as tf.Scalar[];
+      const mseSum = tf.div(q.sqErr, model.latentDim); // per-token means over the latent dims, summed
+      return [t.loss, t.nllLoss, t.diffusion, t.wordIns, t.length, ...tf.unstack(mseSum), ...tf.unstack(q.ce), ...tf.unstack(q.tokens)] as tf.Scalar[];
     });
     const [loss, nll, diffusion, wordIns, length, ...q] = terms as [tf.Scalar, tf.Scalar, tf.Scalar, tf.Scalar, tf.Scalar, ...tf.Scalar[]];
     const logging: Record<string, tf.Scalar> = { loss, nll_loss: nll, diffusion, word_ins: wordIns, length };
     for (let i = 0; i < 4; i++) {
-      logging[`sq_err_q${i}`] = q[i]!;
+      logging[`mse_sum_q${i}`] = q[i]!;
       logging[`ce_sum_q${i}`] = q[4 + i]!;
       logging[`ntokens_q${i}`] = q[8 + i]!;
     }
@@ -173,11 +171,10 @@ export class DifformerCriterion implements Criterion<DifformerModel> {
     for (const k of ['loss', 'nll_loss', 'diffusion', 'word_ins', 'length']) out[k] = base2(k);
     out.ppl = 2 ** out.nll_loss!;
     // Per quarter: sums over the interval divided by its own token count (not by batches).
-    const dim = this.latentDim;
     for (let i = 0; i < 4; i++) {
       const n = logs.values[`ntokens_q${i}`] ?? 0;
       if (n <= 0) continue;
-      if (dim !== undefined) out[`diffusion_q${i}`] = (logs.values[`sq_err_q${i}`] ?? 0) / (n * dim) / Math.LN2;
+      out[`diffusion_q${i}`] = (logs.values[`mse_sum_q${i}`] ?? 0) / n / Math.LN2;
       out[`word_ins_q${i}`] = (logs.values[`ce_sum_q${i}`] ?? 0) / n / Math.LN2;
     }
     return out;

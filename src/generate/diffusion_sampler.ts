@@ -353,7 +353,6 @@ export function buildDiffusionGenerator<E>(model: DiffusionModel<E>, deps: Diffu
     return decodeInSentenceBlocks(batch, perSentence, deps.maxCandidateTokens ?? MAX_CANDIDATE_TOKENS, generateWithHistory);
   }
 
-
   return {
     beamLabel: b,
     generate: (batch) => generateInBlocks(batch).hypos,
@@ -363,7 +362,6 @@ export function buildDiffusionGenerator<E>(model: DiffusionModel<E>, deps: Diffu
 
 /** Positions (candidates x length) one denoiser pass may hold. */
 const MAX_CANDIDATE_TOKENS = 24576;
-
 
 function bestIndex(scores: readonly number[]): number {
   let best = 0;

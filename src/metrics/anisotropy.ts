@@ -25,16 +25,20 @@ export interface AnisotropyOptions {
   include?: Iterable<number>;
 }
 
-/** Eq. 5 over a row-major [vocab, dim] table. */
-export function anisotropy(table: Float32Array | Float64Array, vocab: number, dim: number, opts: AnisotropyOptions = {}): number {
-  if (table.length !== vocab * dim) throw new Error(`anisotropy: table has ${table.length} values, expected ${vocab} x ${dim}`);
+/** The rows `opts` keeps (include, then exclude), after checking the table's size and each index. */
+function keptRows(fn: string, table: ArrayLike<number>, vocab: number, dim: number, opts: AnisotropyOptions): number[] {
+  if (table.length !== vocab * dim) throw new Error(`${fn}: table has ${table.length} values, expected ${vocab} x ${dim}`);
   const skip = new Set(opts.exclude ?? []);
   const rows = opts.include === undefined ? Array.from({ length: vocab }, (_, i) => i) : [...new Set(opts.include)];
+  for (const r of rows) if (r < 0 || r >= vocab) throw new Error(`${fn}: row ${r} outside 0..${vocab - 1}`);
+  return rows.filter((r) => !skip.has(r));
+}
+
+/** Eq. 5 over a row-major [vocab, dim] table. */
+export function anisotropy(table: Float32Array | Float64Array, vocab: number, dim: number, opts: AnisotropyOptions = {}): number {
   const sum = new Float64Array(dim);
   let n = 0;
-  for (const r of rows) {
-    if (r < 0 || r >= vocab) throw new Error(`anisotropy: row ${r} outside 0..${vocab - 1}`);
-    if (skip.has(r)) continue;
+  for (const r of keptRows('anisotropy', table, vocab, dim, opts)) {
     const off = r * dim;
     let sq = 0;
     for (let k = 0; k < dim; k++) sq += table[off + k]! * table[off + k]!;
@@ -63,14 +67,9 @@ export function tensorAnisotropy(weight: tf.Tensor2D, opts: AnisotropyOptions = 
  * output near e_r can be read back as r. Ties count as misses. O(n V d), float64.
  */
 export function selfRoundingRate(table: Float32Array | Float64Array, vocab: number, dim: number, opts: AnisotropyOptions = {}): number {
-  if (table.length !== vocab * dim) throw new Error(`selfRoundingRate: table has ${table.length} values, expected ${vocab} x ${dim}`);
-  const skip = new Set(opts.exclude ?? []);
-  const rows = opts.include === undefined ? Array.from({ length: vocab }, (_, i) => i) : [...new Set(opts.include)];
   let n = 0;
   let hits = 0;
-  for (const r of rows) {
-    if (r < 0 || r >= vocab) throw new Error(`selfRoundingRate: row ${r} outside 0..${vocab - 1}`);
-    if (skip.has(r)) continue;
+  for (const r of keptRows('selfRoundingRate', table, vocab, dim, opts)) {
     const off = r * dim;
     let own = 0;
     for (let k = 0; k < dim; k++) own += table[off + k]! * table[off + k]!;

@@ -27,6 +27,7 @@ import {
   type TrainProgress,
 } from './checkpoint.js';
 import { learningRate, type LrSchedulerName } from './lr_scheduler.js';
+import { trainingDefaults } from './trainer_options.js';
 import { Adam, scaleAndClip, variableGradsLowMemory } from './optimizer.js';
 import type { Criterion, LogSums, TrainableModel } from './types.js';
 import type { Dictionary } from '../data/dictionary.js';
@@ -167,7 +168,7 @@ export class Trainer<M extends TrainableModel> {
    */
   restore(): boolean {
     const file = this.opts.restoreFile;
-    if (this.opts.finetuneFromModel !== undefined && (this.opts.resetOptimizer || file !== 'checkpoint_last.safetensors')) {
+    if (this.opts.finetuneFromModel !== undefined && (this.opts.resetOptimizer || file !== trainingDefaults.restoreFile)) {
       // as fairseq: a fine-tune resumes from its own checkpoint_last, with its optimizer
       throw new DifformerError('DIFFORMER_BAD_OPTION', '--finetune-from-model cannot be combined with --reset-optimizer or --restore-file');
     }

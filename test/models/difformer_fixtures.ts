@@ -17,8 +17,11 @@ export interface Pairs {
   tgt: string[];
 }
 
-/** The first `n` gettext pairs with at most `maxTokens` words on each side. */
-export function gettextPairs(n: number, maxTokens: number): Pairs {
+/**
+ * The first `n` gettext pairs with at most `maxTokens` words on each side, or, with `keep`,
+ * the first `n` that `keep` accepts (given the word lists and the pairs taken so far).
+ */
+export function gettextPairs(n: number, maxTokens: number, keep?: (src: string[], tgt: string[], taken: Pairs) => boolean): Pairs {
   const read = (f: string) => readFileSync(join(FIXTURES, 'gettext', f), 'utf8').split('\n');
   const de = read('train.de');
   const en = read('train.en');
@@ -27,6 +30,7 @@ export function gettextPairs(n: number, maxTokens: number): Pairs {
     const s = tokenize(de[i] ?? '');
     const t = tokenize(en[i] ?? '');
     if (s.length === 0 || t.length === 0 || s.length > maxTokens || t.length > maxTokens) continue;
+    if (keep && !keep(s, t, out)) continue;
     out.src.push(s.join(' '));
     out.tgt.push(t.join(' '));
   }
@@ -35,18 +39,7 @@ export function gettextPairs(n: number, maxTokens: number): Pairs {
 
 /** `n` gettext pairs whose targets all have exactly `tgtTokens` words (distinct targets): length says nothing. */
 export function gettextPairsOfTargetLength(n: number, tgtTokens: number, maxSrcTokens: number): Pairs {
-  const read = (f: string) => readFileSync(join(FIXTURES, 'gettext', f), 'utf8').split('\n');
-  const de = read('train.de');
-  const en = read('train.en');
-  const out: Pairs = { src: [], tgt: [] };
-  for (let i = 0; i < de.length && out.src.length < n; i++) {
-    const s = tokenize(de[i] ?? '');
-    const t = tokenize(en[i] ?? '');
-    if (s.length === 0 || s.length > maxSrcTokens || t.length !== tgtTokens || out.tgt.includes(t.join(' '))) continue;
-    out.src.push(s.join(' '));
-    out.tgt.push(t.join(' '));
-  }
-  return out;
+  return gettextPairs(n, Math.max(tgtTokens, maxSrcTokens), (s, t, taken) => s.length <= maxSrcTokens && t.length === tgtTokens && !taken.tgt.includes(t.join(' ')));
 }
 
 /** A joined dictionary over both sides (fairseq --joined-dictionary, padded to a multiple of 8). */
