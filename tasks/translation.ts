@@ -8,10 +8,10 @@ import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Dictionary } from '../src/data/dictionary.js';
 import { IndexedDataset } from '../src/data/indexed_dataset.js';
-import { LanguagePairDataset } from '../src/data/language_pair_dataset.js';
+import { LanguagePairDataset, type LanguagePairOptions } from '../src/data/language_pair_dataset.js';
 import { readTextFile } from '../src/data/text.js';
 import { DifformerError } from '../src/errors.js';
-import { intFlag, optionalStringFlag, type OptionTable } from '../src/options.js';
+import { boolFlag, intFlag, optionalStringFlag, type OptionTable } from '../src/options.js';
 import type { TaskComponent } from '../src/registry.js';
 
 export interface TranslationOptions {
@@ -19,6 +19,8 @@ export interface TranslationOptions {
   targetLang: string | undefined;
   maxSourcePositions: number;
   maxTargetPositions: number;
+  /** Cut sources longer than maxSourcePositions (fairseq's --truncate-source) instead of skipping them. */
+  truncateSource: boolean;
   /** Prepend BOS to both sides (fairseq's translation_lev; NAT models and Difformer set it). */
   prependBos: boolean;
 }
@@ -28,6 +30,7 @@ export const translationDefaults: Readonly<TranslationOptions> = Object.freeze({
   targetLang: undefined,
   maxSourcePositions: 1024,
   maxTargetPositions: 1024,
+  truncateSource: false,
   prependBos: false,
 });
 
@@ -36,6 +39,7 @@ export const translationOptionTable: OptionTable<TranslationOptions> = {
   targetLang: { ...optionalStringFlag('--target-lang', 'target language (inferred from the data-bin if omitted)', 'TGT'), short: '-t' },
   maxSourcePositions: intFlag('--max-source-positions', 'max number of tokens in the source sequence'),
   maxTargetPositions: intFlag('--max-target-positions', 'max number of tokens in the target sequence'),
+  truncateSource: boolFlag('--truncate-source', 'cut sources to --max-source-positions (kept in the checkpoint: generate cuts them the same way)'),
   prependBos: null,
 };
 
@@ -75,6 +79,13 @@ export class TranslationTask {
     return existsSync(join(this.dataDir, `${split}.${this.sourceLang}-${this.targetLang}.${this.sourceLang}.idx`));
   }
 
+  /** How every split is read (also raw input in interactive generation). */
+  datasetOptions(): LanguagePairOptions {
+    const { prependBos, truncateSource, maxSourcePositions } = this.opts;
+    // stored checkpoints of older versions lack truncateSource: undefined reads as off
+    return { prependBos, truncateSourceTo: truncateSource ? maxSourcePositions : undefined };
+  }
+
   loadDataset(split: string): LanguagePairDataset {
     const cached = this.cache.get(split);
     if (cached) return cached;
@@ -91,7 +102,7 @@ export class TranslationTask {
     if (tgt && tgt.length !== src.length) {
       throw new DifformerError('DIFFORMER_BAD_DATA', `${split}: source has ${src.length} sentences, target ${tgt.length}`);
     }
-    const ds = new LanguagePairDataset(src, tgt, this.srcDict, this.tgtDict, this.opts.prependBos);
+    const ds = new LanguagePairDataset(src, tgt, this.srcDict, this.tgtDict, this.datasetOptions());
     this.cache.set(split, ds);
     return ds;
   }

@@ -16,7 +16,7 @@ TEST=""; [ -f "$RAW/test.src" ] && TEST="--testpref $RAW/test"
 $D/difformer-train.js "$OUT/data-bin" --task summarization --arch $ARCH --criterion difformer \
   --label-smoothing 0.1 --rescaling-factor 4 --optimizer adam --adam-betas '(0.9, 0.98)' --lr $LR \
   --lr-scheduler inverse_sqrt --warmup-updates $WARM --clip-norm 1 --weight-decay 0.01 \
-  --max-tokens $TOK --max-update $UPD --max-source-positions 512 --save-dir "$OUT/difformer" \
+  --max-tokens $TOK --max-update $UPD --max-source-positions 512 --truncate-source --save-dir "$OUT/difformer" \
   --eval-bleu --decoding-steps 20 --best-checkpoint-metric rougeL --maximize-best-checkpoint-metric \
   --keep-best-checkpoints 5 --validate-interval 2
 $D/difformer-average-checkpoints.js --inputs "$OUT/difformer" --num-best-checkpoints 5 --output "$OUT/difformer/avg5.safetensors"

@@ -13,8 +13,8 @@
 #   HOURS=1        training time per model          DIM=256 FFN=1024 LAYERS=3 HEADS=4
 #   TEACHER_BEAM=1 beam of the distillation teacher  SUBSET=valid  N=0 (sentences, 0 = all)
 #   DISTILL=1      0 skips distillation and the distilled rows
-#   TASK=translation (or summarization)             MAXSRC=256 longest source kept (tokens; generation
-#                  does not truncate, so it must also cover the longest source of $SUBSET)
+#   TASK=translation (or summarization)             MAXSRC=256 sources are cut to this many tokens
+#                  (--truncate-source, kept in the checkpoints, so generation cuts them the same way)
 # Recipe family (all models): Adam (0.9, 0.98), lr 1e-3, inverse_sqrt warmup 500, clip 1.0,
 # dropout 0.1, label smoothing 0.1, --max-tokens 2048 --update-freq 2, shared embeddings.
 set -euo pipefail
@@ -32,7 +32,7 @@ B=bin
 common=(--optimizer adam --adam-betas '(0.9, 0.98)' --lr 1e-3 --lr-scheduler inverse_sqrt
   --warmup-updates 500 --clip-norm 1.0 --dropout 0.1 --label-smoothing 0.1
   --max-tokens 2048 --update-freq 2 --seed 1 --stop-time-hours "$HOURS" --max-update 0
-  --max-source-positions "$MAXSRC" --max-target-positions 256
+  --max-source-positions "$MAXSRC" --truncate-source --max-target-positions 256
   --save-interval-updates 200 --keep-interval-updates 1 --disable-validation --log-format json --log-interval 50)
 layers=(--encoder-layers "$LAYERS" --decoder-layers "$LAYERS" --encoder-attention-heads "$HEADS"
   --decoder-attention-heads "$HEADS" --encoder-ffn-embed-dim "$FFN" --decoder-ffn-embed-dim "$FFN")

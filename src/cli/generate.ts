@@ -223,5 +223,5 @@ async function interactiveDataset(task: TranslationTask, lines: string[]): Promi
   }
   const { InMemoryDataset } = await import('../data/indexed_dataset.js');
   const src = new InMemoryDataset(lines.map((l) => task.srcDict.encodeLine(encode(l))));
-  return new LanguagePairDataset(src, undefined, task.srcDict, task.tgtDict, task.opts.prependBos);
+  return new LanguagePairDataset(src, undefined, task.srcDict, task.tgtDict, task.datasetOptions());
 }

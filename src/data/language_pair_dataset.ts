@@ -52,22 +52,39 @@ export interface BatchingOptions {
   maxTargetPositions: number;
 }
 
+export interface LanguagePairOptions {
+  prependBos?: boolean;
+  /** fairseq's --truncate-source: cut sources to this many tokens instead of skipping them. */
+  truncateSourceTo?: number;
+}
+
 export class LanguagePairDataset {
   constructor(
     readonly src: TokenDataset,
     readonly tgt: TokenDataset | undefined,
     readonly srcDict: Dictionary,
     readonly tgtDict: Dictionary,
-    /** Prepend BOS to source and target, as fairseq's translation_lev (NAT models, Difformer). */
-    readonly prependBos = false,
-  ) {}
+    opts: LanguagePairOptions = {},
+  ) {
+    this.prependBos = opts.prependBos ?? false;
+    this.truncateSourceTo = opts.truncateSourceTo;
+    if (this.truncateSourceTo !== undefined && this.truncateSourceTo < 2 + (this.prependBos ? 1 : 0)) {
+      throw new RangeError(`cannot truncate sources to ${this.truncateSourceTo} tokens`);
+    }
+  }
+
+  /** Prepend BOS to source and target, as fairseq's translation_lev (NAT models, Difformer). */
+  readonly prependBos: boolean;
+  /** Longest source kept (BOS and EOS included); longer ones lose their tail, EOS kept. */
+  readonly truncateSourceTo: number | undefined;
 
   get length(): number {
     return this.src.length;
   }
 
   srcSize(i: number): number {
-    return this.src.sizes[i]! + (this.prependBos ? 1 : 0);
+    const n = this.src.sizes[i]! + (this.prependBos ? 1 : 0);
+    return this.truncateSourceTo === undefined ? n : Math.min(n, this.truncateSourceTo);
   }
 
   tgtSize(i: number): number {
@@ -119,11 +136,22 @@ export class LanguagePairDataset {
     return out;
   }
 
+  /** Source tokens of sentence i (EOS-terminated), cut to --max-source-positions under --truncate-source. */
+  private source(i: number): Int32Array {
+    const s = this.src.get(i);
+    if (this.truncateSourceTo === undefined) return s;
+    const keep = this.truncateSourceTo - (this.prependBos ? 1 : 0);
+    if (s.length <= keep) return s;
+    const cut = s.slice(0, keep);
+    cut[keep - 1] = s[s.length - 1]!; // fairseq strips EOS, truncates, appends EOS again
+    return cut;
+  }
+
   collate(indices: number[]): Batch {
     const bsz = indices.length;
     const pad = this.srcDict.padIndex;
     const bosSrc = this.srcDict.bosIndex;
-    const srcSeqs = indices.map((i) => this.src.get(i));
+    const srcSeqs = indices.map((i) => this.source(i));
     const tgtSeqs = this.tgt ? indices.map((i) => this.tgt!.get(i)) : [];
     const extra = this.prependBos ? 1 : 0;
     const srcLen = Math.max(1, ...srcSeqs.map((s) => s.length + extra));
