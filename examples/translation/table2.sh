@@ -13,6 +13,9 @@
 #   HOURS=1        training time per model          DIM=256 FFN=1024 LAYERS=3 HEADS=4
 #   TEACHER_BEAM=1 beam of the distillation teacher  SUBSET=valid  N=0 (sentences, 0 = all)
 #   DISTILL=1      0 skips distillation and the distilled rows
+#   JOBS=1         non-autoregressive trainings run side by side (JOBS=2 THREADS=1 on 2 cores:
+#                  every model then gets one core, so equal --stop-time-hours is equal compute)
+#   THREADS=0      compute threads per process (0 = backend default)
 #   TASK=translation (or summarization)             MAXSRC=256 sources are cut to this many tokens
 #                  (--truncate-source, kept in the checkpoints, so generation cuts them the same way)
 # Recipe family (all models): Adam (0.9, 0.98), lr 1e-3, inverse_sqrt warmup 500, clip 1.0,
@@ -23,7 +26,7 @@ REF=$(realpath "${2:?usage: table2.sh DATA_BIN REF_FILE [OUT]}")
 OUT=$(realpath -m "${3:-runs/table2}")
 HOURS=${HOURS:-1}; DIM=${DIM:-256}; FFN=${FFN:-1024}; LAYERS=${LAYERS:-3}; HEADS=${HEADS:-4}
 TEACHER_BEAM=${TEACHER_BEAM:-1}; SUBSET=${SUBSET:-valid}; N=${N:-0}; DISTILL=${DISTILL:-1}
-TASK=${TASK:-translation}; MAXSRC=${MAXSRC:-256}
+TASK=${TASK:-translation}; MAXSRC=${MAXSRC:-256}; JOBS=${JOBS:-1}; THREADS=${THREADS:-0}
 METRIC=bleu; [ "$TASK" = summarization ] && METRIC=rouge; export METRIC
 cd "$(dirname "$0")/../.."
 mkdir -p "$OUT"
@@ -33,7 +36,8 @@ common=(--optimizer adam --adam-betas '(0.9, 0.98)' --lr 1e-3 --lr-scheduler inv
   --warmup-updates 500 --clip-norm 1.0 --dropout 0.1 --label-smoothing 0.1
   --max-tokens 2048 --update-freq 2 --seed 1 --stop-time-hours "$HOURS" --max-update 0
   --max-source-positions "$MAXSRC" --truncate-source --max-target-positions 256
-  --save-interval-updates 200 --keep-interval-updates 1 --disable-validation --log-format json --log-interval 50)
+  --save-interval-updates 200 --keep-interval-updates 1 --disable-validation --log-format json --log-interval 50
+  --threads "$THREADS")
 layers=(--encoder-layers "$LAYERS" --decoder-layers "$LAYERS" --encoder-attention-heads "$HEADS"
   --decoder-attention-heads "$HEADS" --encoder-ffn-embed-dim "$FFN" --decoder-ffn-embed-dim "$FFN")
 tdims=(--encoder-embed-dim "$DIM" --decoder-embed-dim "$DIM" --share-all-embeddings)
@@ -69,10 +73,15 @@ if [ "$DISTILL" = 1 ] && [ ! -e "$OUT/distilled/distill.log" ]; then
     --beam "$TEACHER_BEAM" --batch-size 128 --log-format none
 fi
 sets=(raw); [ "$DISTILL" = 1 ] && sets+=(kd)
+spawn() { # at most $JOBS trainings at once; a failed one stops the script
+  while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done
+  "$@" &
+}
 for s in "${sets[@]}"; do
   d=$DATA; [ "$s" = kd ] && d=$OUT/distilled
-  cmlm "cmlm_$s" "$d"; difflm "difflm_$s" "$d"; difformer "difformer_$s" "$d"
+  spawn cmlm "cmlm_$s" "$d"; spawn difflm "difflm_$s" "$d"; spawn difformer "difformer_$s" "$d"
 done
+while [ -n "$(jobs -rp)" ]; do wait -n; done
 
 score=sacreBLEU; [ "$METRIC" = rouge ] && score=R-1/R-2/R-L
 printf '| %-34s | %14s | %8s | %8s |\n|---|---:|---:|---:|\n' "model (b)" "$score" BLEU4 "sent/s" > "$OUT/table.md"

@@ -22,6 +22,9 @@ export interface ScoreOptions {
   tokenize: 'none' | '13a' | 'intl' | undefined;
   stemmer: boolean;
   anisotropy: boolean;
+  sourceReliance: string | undefined;
+  genSubset: string;
+  numSentences: number;
   path: string | undefined;
 }
 
@@ -36,6 +39,9 @@ export const scoreDefaults: Readonly<ScoreOptions> = Object.freeze({
   tokenize: undefined,
   stemmer: false,
   anisotropy: false,
+  sourceReliance: undefined,
+  genSubset: 'valid',
+  numSentences: 200,
   path: undefined,
 });
 
@@ -57,7 +63,14 @@ export const scoreOptionTable: OptionTable<ScoreOptions> = {
   },
   stemmer: boolFlag('--stemmer', 'ROUGE: Porter-stem tokens longer than 3 characters (rouge-score use_stemmer)'),
   anisotropy: boolFlag('--anisotropy', "report the anisotropy (the paper's Eq. 5) of the embedding table of --path"),
-  path: optionalStringFlag('--path', 'checkpoint for --anisotropy', 'FILE'),
+  sourceReliance: optionalStringFlag(
+    '--source-reliance',
+    "diffusion checkpoint (--path): token accuracy of one denoising pass with each sentence's source vs the next sentence's, on DATA_BIN's --gen-subset",
+    'DATA_BIN',
+  ),
+  genSubset: stringFlag('--gen-subset', 'split for --source-reliance', 'SPLIT'),
+  numSentences: intFlag('--num-sentences', 'sentences for --source-reliance (the first N with a target)'),
+  path: optionalStringFlag('--path', 'checkpoint for --anisotropy and --source-reliance', 'FILE'),
 };
 
 /**
@@ -82,6 +95,33 @@ async function anisotropyLines(path: string): Promise<string[]> {
   ];
 }
 
+/** The source-reliance table of a diffusion checkpoint at five timesteps from T-1 down to 0. */
+async function sourceRelianceLines(path: string, data: string, subset: string, n: number): Promise<string[]> {
+  const { registerBuiltins } = await import('./builtins.js');
+  const { loadCheckpointModel, startBackend } = await import('./shared.js');
+  const { commonDefaults } = await import('../options.js');
+  const { isDenoiserProbe, sourceReliance } = await import('../metrics/source_reliance.js');
+  registerBuiltins();
+  await startBackend(commonDefaults);
+  const { model, task, ckpt } = await loadCheckpointModel(path, data, 1);
+  if (!isDenoiserProbe(model)) {
+    throw new DifformerError('DIFFORMER_BAD_OPTION', `--source-reliance needs a diffusion model (difformer, diff_lm); ${path} holds a ${ckpt.meta.config.model.name}`);
+  }
+  const ds = task.loadDataset(subset);
+  if (!ds.tgt) throw new DifformerError('DIFFORMER_BAD_DATA', `--source-reliance needs targets: ${subset} has none`);
+  const ids: number[] = [];
+  for (let i = 0; i < ds.length && ids.length < n; i++) if (ds.tgt.sizes[i]! > 1 && ds.src.sizes[i]! > 1) ids.push(i);
+  if (ids.length < 2) throw new DifformerError('DIFFORMER_EMPTY_CORPUS', `--source-reliance needs at least 2 non-empty pairs in ${subset}`);
+  const steps = Number((ckpt.meta.config.model.options as { diffusionSteps?: number }).diffusionSteps ?? 2000);
+  const ts = [steps - 1, Math.round((3 * steps) / 4), steps / 2, steps / 4, 0].map(Math.floor);
+  const batch = ds.collate(ids);
+  const rows = sourceReliance(model, batch, ts);
+  return [
+    `Source reliance on ${subset} (${ids.length} sentences, ${batch.ntokens} target tokens; one denoising pass from z_t with the gold length):`,
+    ...rows.map((r) => `t=${r.t}\taccuracy ${r.right.toFixed(4)} with its own source, ${r.wrong.toFixed(4)} with the next sentence's (${(r.right - r.wrong >= 0 ? '+' : '') + (r.right - r.wrong).toFixed(4)})`),
+  ];
+}
+
 function readSys(path: string): string[] {
   if (path !== '-') return readLines(path).lines;
   let text: string;
@@ -100,6 +140,12 @@ export async function runScore(opts: ScoreOptions, out: (line: string) => void =
   if (opts.anisotropy) {
     if (!opts.path) throw new DifformerError('DIFFORMER_BAD_OPTION', '--anisotropy needs --path CHECKPOINT');
     const lines = await anisotropyLines(opts.path);
+    for (const l of lines) out(l);
+    return lines;
+  }
+  if (opts.sourceReliance !== undefined) {
+    if (!opts.path) throw new DifformerError('DIFFORMER_BAD_OPTION', '--source-reliance needs --path CHECKPOINT');
+    const lines = await sourceRelianceLines(opts.path, opts.sourceReliance, opts.genSubset, opts.numSentences);
     for (const l of lines) out(l);
     return lines;
   }

@@ -154,3 +154,21 @@ test('user errors: unknown arch, dictionary mismatch, missing checkpoint, NaN lo
   assert.match(nan.stderr, /error: loss is (NaN|Infinity|-Infinity) .* at update \d+; lower --lr/);
   assert.doesNotMatch(nan.stderr, /^\s+at /m);
 });
+
+test('difformer-score --source-reliance: a table per timestep for a diffusion checkpoint, one clear error for an AR one', () => {
+  const dir = join(tmp.path, 'ckD');
+  const t = runCli('difformer-train', [
+    ...trainArgs(dir, 2).slice(0, 4), 'difformer_tiny', '--criterion', 'difformer', ...trainArgs(dir, 2).slice(7),
+  ]);
+  assert.equal(t.code, 0, t.stderr);
+  const r = runCli('difformer-score', ['--source-reliance', BIN, '--path', join(dir, 'checkpoint_last.safetensors'), '--num-sentences', '20', '--log-format', 'none']);
+  assert.equal(r.code, 0, r.stderr);
+  const lines = r.stdout.trim().split('\n');
+  assert.match(lines[0]!, /^Source reliance on valid \(20 sentences, \d+ target tokens/);
+  assert.deepEqual(lines.slice(1).map((l) => l.split('\t')[0]), ['t=1999', 't=1500', 't=1000', 't=500', 't=0']);
+  for (const l of lines.slice(1)) assert.match(l, /accuracy [01]\.\d{4} with its own source, [01]\.\d{4} with the next sentence's \([+-]\d\.\d{4}\)$/);
+  const ar = runCli('difformer-score', ['--source-reliance', BIN, '--path', join(tmp.path, 'ckA', 'checkpoint_last.safetensors')]);
+  assert.equal(ar.code, 1);
+  assert.match(ar.stderr, /--source-reliance needs a diffusion model \(difformer, diff_lm\); .* holds a transformer/);
+  assert.doesNotMatch(ar.stderr, /^\s+at /m);
+});

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../../src/backend.js';
 import { sliceBatch } from '../../src/data/language_pair_dataset.js';
+import { rotateSources, sourceReliance } from '../../src/metrics/source_reliance.js';
 import { DifformerError } from '../../src/errors.js';
 import {
   buildDiffusionGenerator,
@@ -200,11 +201,17 @@ test('the denoiser reads the source: equal-length targets decode back from their
   const exact = own.filter((h, i) => h === refs[i]).length;
   assert.ok(exact >= 6, `${exact}/8 exact: ${own.map((h) => d.string(Int32Array.from(h.split(' ').map(Number)))).join(' | ')}`);
   // rotate the sources by one sentence: the outputs should rotate with them
-  const rotated = { ...b, srcTokens: new Int32Array(b.srcTokens.length) };
-  for (let i = 0; i < 8; i++) rotated.srcTokens.set(b.srcTokens.subarray(((i + 1) % 8) * b.srcLen, ((i + 1) % 8 + 1) * b.srcLen), i * b.srcLen);
+  const rotated = { ...b, srcTokens: rotateSources(b) };
   const swapped = gen.generate(rotated).map((h) => Array.from(h[0]!.tokens).join(' '));
   const follow = swapped.filter((h, i) => h === refs[(i + 1) % 8]).length;
   assert.ok(follow >= 6, `${follow}/8 follow the swapped source`);
+  // difformer-score --source-reliance on the same model: from pure noise (t = T-1) only the
+  // right source gives the right tokens; from the clean target (t = 0) the right one does too
+  const before = tf.memory().numTensors;
+  const [noisy, clean] = sourceReliance(model, b, [1999, 0]);
+  assert.equal(tf.memory().numTensors, before);
+  assert.ok(noisy!.right >= 0.8 && noisy!.wrong <= noisy!.right - 0.3, `t=1999: ${noisy!.right} right vs ${noisy!.wrong} wrong source`);
+  assert.ok(clean!.right >= 0.9, `t=0: ${clean!.right} right vs ${clean!.wrong} wrong source`);
   model.dispose();
 });
 
