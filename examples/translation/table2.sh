@@ -11,6 +11,7 @@
 # side of $SUBSET (default valid) for sacreBLEU. Every training resumes from its checkpoint_last,
 # so the script can be stopped and rerun. Knobs (environment):
 #   HOURS=1        training time per model          DIM=256 FFN=1024 LAYERS=3 HEADS=4
+#   LATENT=128     latent (embedding) width of Diff-LM and Difformer (the official 128)
 #   TEACHER_BEAM=1 beam of the distillation teacher  SUBSET=valid  N=0 (sentences, 0 = all)
 #   DISTILL=1      0 skips distillation and the distilled rows
 #   JOBS=1         non-autoregressive trainings run side by side (JOBS=2 THREADS=1 on 2 cores:
@@ -24,7 +25,7 @@ set -euo pipefail
 DATA=$(realpath "${1:?usage: table2.sh DATA_BIN REF_FILE [OUT]}")
 REF=$(realpath "${2:?usage: table2.sh DATA_BIN REF_FILE [OUT]}")
 OUT=$(realpath -m "${3:-runs/table2}")
-HOURS=${HOURS:-1}; DIM=${DIM:-256}; FFN=${FFN:-1024}; LAYERS=${LAYERS:-3}; HEADS=${HEADS:-4}
+HOURS=${HOURS:-1}; LATENT=${LATENT:-128}; DIM=${DIM:-256}; FFN=${FFN:-1024}; LAYERS=${LAYERS:-3}; HEADS=${HEADS:-4}
 TEACHER_BEAM=${TEACHER_BEAM:-1}; SUBSET=${SUBSET:-valid}; N=${N:-0}; DISTILL=${DISTILL:-1}
 TASK=${TASK:-translation}; MAXSRC=${MAXSRC:-256}; JOBS=${JOBS:-1}; THREADS=${THREADS:-0}
 METRIC=bleu; [ "$TASK" = summarization ] && METRIC=rouge; export METRIC
@@ -50,10 +51,10 @@ train() { # NAME DATA ARGS...
 }
 ar() { train "$1" "$2" --arch transformer_tiny "${tdims[@]}" --criterion label_smoothed_cross_entropy --weight-decay 0.0001; }
 cmlm() { train "$1" "$2" --arch cmlm_tiny "${tdims[@]}" --criterion nat_loss --weight-decay 0.01; }
-difflm() { train "$1" "$2" --arch diff_lm_tiny --model-dim "$DIM" --criterion difformer --rounding-loss --label-smoothing 0 --weight-decay 0.01; }
+difflm() { train "$1" "$2" --arch diff_lm_tiny --model-dim "$DIM" --latent-dim "$LATENT" --criterion difformer --rounding-loss --label-smoothing 0 --weight-decay 0.01; }
 # fairseq init, not the official BERT-style one: with BERT init and this short recipe the gettext
 # Difformer never learned to read the source (README, "On a small budget")
-difformer() { train "$1" "$2" --arch difformer_tiny --model-dim "$DIM" --criterion difformer --weight-decay 0.01 --no-apply-bert-init; }
+difformer() { train "$1" "$2" --arch difformer_tiny --model-dim "$DIM" --latent-dim "$LATENT" --criterion difformer --weight-decay 0.01 --no-apply-bert-init; }
 
 . examples/lib/decode_score.sh
 row() { # LABEL DATA CKPT FLAGS...
