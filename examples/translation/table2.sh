@@ -11,7 +11,8 @@
 # side of $SUBSET (default valid) for sacreBLEU. Every training resumes from its checkpoint_last,
 # so the script can be stopped and rerun. Knobs (environment):
 #   HOURS=1        training time per model          DIM=256 FFN=1024 LAYERS=3 HEADS=4
-#   LATENT=128     latent (embedding) width of Diff-LM and Difformer (the official 128)
+#   LATENT=128     latent (embedding) width of Diff-LM and Difformer (the official 128; an OUT
+#                  trained with another width fails to resume: use a new OUT)
 #   TEACHER_BEAM=1 beam of the distillation teacher  SUBSET=valid  N=0 (sentences, 0 = all)
 #   DISTILL=1      0 skips distillation and the distilled rows
 #   JOBS=1         non-autoregressive trainings run side by side (JOBS=2 THREADS=1 on 2 cores:
@@ -74,15 +75,20 @@ if [ "$DISTILL" = 1 ] && [ ! -e "$OUT/distilled/distill.log" ]; then
     --beam "$TEACHER_BEAM" --batch-size 128 --log-format none
 fi
 sets=(raw); [ "$DISTILL" = 1 ] && sets+=(kd)
-spawn() { # at most $JOBS trainings at once; a failed one stops the script
-  while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done
+[[ $JOBS =~ ^[1-9][0-9]*$ ]] || { echo "JOBS must be a positive integer (got '$JOBS')" >&2; exit 1; }
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT # a failure or ^C stops the other trainings too
+spawn() { # at most $JOBS trainings at once; each is waited for by pid, so no failure goes unseen
+  while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 5; done
   "$@" &
+  pids+=($!)
 }
 for s in "${sets[@]}"; do
   d=$DATA; [ "$s" = kd ] && d=$OUT/distilled
   spawn cmlm "cmlm_$s" "$d"; spawn difflm "difflm_$s" "$d"; spawn difformer "difformer_$s" "$d"
 done
-while [ -n "$(jobs -rp)" ]; do wait -n; done
+for p in "${pids[@]}"; do wait "$p" || { echo "a training failed (see $OUT/*.log)" >&2; exit 1; }; done
+pids=()
 
 score=sacreBLEU; [ "$METRIC" = rouge ] && score=R-1/R-2/R-L
 printf '| %-34s | %14s | %8s | %8s |\n|---|---:|---:|---:|\n' "model (b)" "$score" BLEU4 "sent/s" > "$OUT/table.md"

@@ -109,16 +109,29 @@ async function sourceRelianceLines(path: string, data: string, subset: string, n
   }
   const ds = task.loadDataset(subset);
   if (!ds.tgt) throw new DifformerError('DIFFORMER_BAD_DATA', `--source-reliance needs targets: ${subset} has none`);
-  const ids: number[] = [];
-  for (let i = 0; i < ds.length && ids.length < n; i++) if (ds.tgt.sizes[i]! > 1 && ds.src.sizes[i]! > 1) ids.push(i);
-  if (ids.length < 2) throw new DifformerError('DIFFORMER_EMPTY_CORPUS', `--source-reliance needs at least 2 non-empty pairs in ${subset}`);
-  const steps = Number((ckpt.meta.config.model.options as { diffusionSteps?: number }).diffusionSteps ?? 2000);
-  const ts = [steps - 1, Math.round((3 * steps) / 4), steps / 2, steps / 4, 0].map(Math.floor);
-  const batch = ds.collate(ids);
-  const rows = sourceReliance(model, batch, ts);
+  // the first n non-empty pairs the model has positions for, in batches of similar length
+  const cfg = ckpt.meta.config.model.options as { diffusionSteps?: number; maxSourcePositions?: number; maxTargetPositions?: number };
+  const limits = { maxTokens: 6000, batchSize: 100, requiredBatchSizeMultiple: 1, maxSourcePositions: cfg.maxSourcePositions ?? Infinity, maxTargetPositions: cfg.maxTargetPositions ?? Infinity };
+  const kept = ds.validIndices(limits, true).kept.slice(0, n);
+  if (kept.length < 2) throw new DifformerError('DIFFORMER_EMPTY_CORPUS', `--source-reliance needs at least 2 non-empty pairs in ${subset} that fit the model`);
+  const steps = cfg.diffusionSteps ?? 2000;
+  const ts = [steps - 1, (3 * steps) / 4, steps / 2, steps / 4, 0].map(Math.floor);
+  const sums = ts.map((t) => ({ t, right: 0, wrong: 0, tokens: 0 }));
+  for (const idx of ds.batches(kept, limits)) {
+    if (idx.length < 2) continue; // a lone sentence has no other source to swap in
+    sourceReliance(model, ds.collate(idx), ts, { bos: task.tgtDict.bosIndex, eos: task.tgtDict.eosIndex }).forEach((r, i) => {
+      sums[i]!.right += r.right;
+      sums[i]!.wrong += r.wrong;
+      sums[i]!.tokens += r.tokens;
+    });
+  }
+  const acc = (x: number, total: number): string => (total > 0 ? x / total : 0).toFixed(4);
   return [
-    `Source reliance on ${subset} (${ids.length} sentences, ${batch.ntokens} target tokens; one denoising pass from z_t with the gold length):`,
-    ...rows.map((r) => `t=${r.t}\taccuracy ${r.right.toFixed(4)} with its own source, ${r.wrong.toFixed(4)} with the next sentence's (${(r.right - r.wrong >= 0 ? '+' : '') + (r.right - r.wrong).toFixed(4)})`),
+    `Source reliance on ${subset} (${kept.length} sentences, ${sums[0]!.tokens} target tokens; one denoising pass from z_t with the gold length):`,
+    ...sums.map((r) => {
+      const d = (r.right - r.wrong) / Math.max(1, r.tokens);
+      return `t=${r.t}\taccuracy ${acc(r.right, r.tokens)} with its own source, ${acc(r.wrong, r.tokens)} with the next sentence's (${d >= 0 ? '+' : '-'}${Math.abs(d).toFixed(4)})`;
+    }),
   ];
 }
 

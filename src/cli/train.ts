@@ -104,13 +104,14 @@ export async function runTrain(data: string, choice: ComponentChoice, parsed: Re
   // 2. task: dictionaries and splits
   const taskOpts = resolveOptions(taskC.defaults, readOptions(taskC.options, parsed));
   if (modelC.prependBos) Object.assign(taskOpts, { prependBos: true });
+  const modelOpts = resolveOptions(modelC.defaults, preset, readOptions(modelC.options, parsed));
+  limitPositions(taskOpts, modelOpts);
   const task = await taskC.setup(taskOpts, data);
   const train = task.loadDataset(training.trainSubset);
   const valid = task.hasSplit(training.validSubset) ? task.loadDataset(training.validSubset) : undefined;
   log.info({ task: choice.task, src: task.sourceLang, tgt: task.targetLang, srcDict: task.srcDict.size, tgtDict: task.tgtDict.size, train: train.length, valid: valid?.length ?? 0 }, `[${task.sourceLang}] dictionary: ${task.srcDict.size} types, [${task.targetLang}] dictionary: ${task.tgtDict.size} types`);
 
   // 3. model, 4. criterion
-  const modelOpts = resolveOptions(modelC.defaults, preset, readOptions(modelC.options, parsed));
   const model = modelC.build(modelOpts, { srcDict: task.srcDict, tgtDict: task.tgtDict, seed: training.seed });
   // 3b. pretrained / frozen token embeddings (src/train/init_embeddings.ts); a resumed run's
   // checkpoint overwrites the initial values, the frozen flags stay
@@ -153,6 +154,19 @@ export async function runTrain(data: string, choice: ComponentChoice, parsed: Re
   trainer.restore();
   await trainer.train();
   model.dispose();
+}
+
+/**
+ * fairseq's resolve_max_positions: the task keeps (or, with --truncate-source, cuts to) no longer
+ * sentences than the model has positions for, so an arch with 256 positions and the task's default
+ * 1024 skips long pairs instead of failing on them. The limit is stored with the task options.
+ */
+function limitPositions(taskOpts: object, modelOpts: object): void {
+  const t = taskOpts as Record<string, unknown>;
+  const m = modelOpts as Record<string, unknown>;
+  for (const k of ['maxSourcePositions', 'maxTargetPositions']) {
+    if (typeof t[k] === 'number' && typeof m[k] === 'number' && (m[k] as number) < (t[k] as number)) t[k] = m[k];
+  }
 }
 
 /** Decodes (part of) the valid set and scores it: bleu, plus rouge1/2/L for summarization. */

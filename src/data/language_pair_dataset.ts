@@ -6,6 +6,7 @@
  * Collation yields plain typed arrays; trainers and generators turn them into tensors.
  */
 import { Dictionary } from './dictionary.js';
+import { DifformerError } from '../errors.js';
 import type { TokenDataset } from './indexed_dataset.js';
 
 export interface Batch {
@@ -69,7 +70,7 @@ export class LanguagePairDataset {
     this.prependBos = opts.prependBos ?? false;
     this.truncateSourceTo = opts.truncateSourceTo;
     if (this.truncateSourceTo !== undefined && this.truncateSourceTo < 2 + (this.prependBos ? 1 : 0)) {
-      throw new RangeError(`cannot truncate sources to ${this.truncateSourceTo} tokens`);
+      throw new DifformerError('DIFFORMER_BAD_OPTION', `cannot truncate sources to ${this.truncateSourceTo} tokens (--max-source-positions too small)`);
     }
   }
 

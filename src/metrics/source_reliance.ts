@@ -30,10 +30,12 @@ export function isDenoiserProbe(m: object): m is DenoiserProbe {
 
 export interface RelianceRow {
   t: number;
-  /** Token accuracy with each sentence's own source. */
+  /** Correctly predicted real tokens (BOS, EOS and padding left out) with each sentence's own source. */
   right: number;
   /** The same with the next sentence's source (the last takes the first's). */
   wrong: number;
+  /** Real target tokens counted. */
+  tokens: number;
 }
 
 /** Sources rotated by one row: row b gets row b+1's source (same padded width). */
@@ -48,36 +50,45 @@ export function rotateSources(batch: Batch): Int32Array {
 }
 
 /**
- * Accuracy at each timestep with the right and the rotated source. The first pass of the
- * sampler: no self-conditioning input (zeros). Needs a batch of at least 2 sentences.
+ * Counts at each timestep with the right and the rotated source, for one batch (sum them over
+ * batches; accuracy = right / tokens). The first pass of the sampler: no self-conditioning
+ * input (zeros). Needs a batch of at least 2 sentences.
  */
-export function sourceReliance(model: DenoiserProbe, batch: Batch, timesteps: number[], seed = 1): RelianceRow[] {
+export function sourceReliance(model: DenoiserProbe, batch: Batch, timesteps: number[], special: { bos: number; eos: number }, seed = 1): RelianceRow[] {
   if (batch.bsz < 2) throw new RangeError('source reliance needs at least 2 sentences');
   const { bsz, tgtLen } = batch;
-  const tgt = tf.tensor2d(batch.target, [bsz, tgtLen], 'int32');
-  const sources = [batch.srcTokens, rotateSources(batch)].map((s) => tf.tensor2d(s, [bsz, batch.srcLen], 'int32'));
-  const encs = sources.map((s) => model.encode(s, false));
-  const mask = tf.tidy(() => tf.cast(tf.notEqual(tgt, model.padIndex), 'float32') as tf.Tensor2D);
   const rng = new Rng(seed);
-  const rows: RelianceRow[] = [];
+  const made: tf.Tensor[] = [];
+  const encs: EncoderOut[] = [];
   try {
-    const nTokens = tf.tidy(() => tf.sum(mask).arraySync() as number);
-    for (const t of timesteps) {
+    const tgt = tf.tensor2d(batch.target, [bsz, tgtLen], 'int32');
+    made.push(tgt);
+    for (const s of [batch.srcTokens, rotateSources(batch)]) {
+      const src = tf.tensor2d(s, [bsz, batch.srcLen], 'int32');
+      made.push(src);
+      encs.push(model.encode(src, false));
+    }
+    // the denoiser sees the whole length (BOS ... EOS); only real tokens are scored
+    const mask = tf.tidy(() => tf.cast(tf.notEqual(tgt, model.padIndex), 'float32') as tf.Tensor2D);
+    made.push(mask);
+    const scored = Float32Array.from(batch.target, (tok) => (tok === model.padIndex || tok === special.bos || tok === special.eos ? 0 : 1));
+    const tokens = scored.reduce((a, v) => a + v, 0);
+    return timesteps.map((t) => {
       const tt = new Int32Array(bsz).fill(t);
       const [right, wrong] = tf.tidy(() => {
         const noise = tf.tensor3d(rng.fillNormal(bsz * tgtLen * model.latentDim, 0, 1), [bsz, tgtLen, model.latentDim]);
         const zt = model.qSample(model.embedTarget(tgt), tt, noise);
         const tm = model.modelTimesteps(tt);
+        const keep = tf.tensor2d(scored, [bsz, tgtLen]);
         return encs.map((enc) => {
           const pred = tf.argMax(model.logits(model.denoise(zt, tm, mask, enc, null, false)), 2);
-          return (tf.sum(tf.mul(tf.cast(tf.equal(pred, tgt), 'float32'), mask)).arraySync() as number) / nTokens;
+          return tf.sum(tf.mul(tf.cast(tf.equal(pred, tgt), 'float32'), keep)).arraySync() as number;
         });
       });
-      rows.push({ t, right: right!, wrong: wrong! });
-    }
+      return { t, right: right!, wrong: wrong!, tokens };
+    });
   } finally {
     encs.forEach((e) => model.disposeEncoderOut(e));
-    tf.dispose([tgt, mask, ...sources]);
+    tf.dispose(made);
   }
-  return rows;
 }

@@ -7,6 +7,7 @@ import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { FIXTURES, runCli, tempDir } from '../helpers.js';
+import { loadCheckpoint } from '../../src/train/checkpoint.js';
 
 const tmp = tempDir();
 after(() => tmp.cleanup());
@@ -161,6 +162,10 @@ test('difformer-score --source-reliance: a table per timestep for a diffusion ch
     ...trainArgs(dir, 2).slice(0, 4), 'difformer_tiny', '--criterion', 'difformer', ...trainArgs(dir, 2).slice(7),
   ]);
   assert.equal(t.code, 0, t.stderr);
+  // --max-source-positions not given: the task takes the arch's 256 positions, not its own 1024
+  const task = loadCheckpoint(join(dir, 'checkpoint_last.safetensors')).meta.config.task.options as Record<string, unknown>;
+  assert.equal(task.maxSourcePositions, 256);
+  assert.equal(task.maxTargetPositions, 256);
   const r = runCli('difformer-score', ['--source-reliance', BIN, '--path', join(dir, 'checkpoint_last.safetensors'), '--num-sentences', '20', '--log-format', 'none']);
   assert.equal(r.code, 0, r.stderr);
   const lines = r.stdout.trim().split('\n');

@@ -208,8 +208,9 @@ test('the denoiser reads the source: equal-length targets decode back from their
   // difformer-score --source-reliance on the same model: from pure noise (t = T-1) only the
   // right source gives the right tokens; from the clean target (t = 0) the right one does too
   const before = tf.memory().numTensors;
-  const [noisy, clean] = sourceReliance(model, b, [1999, 0]);
+  const [noisy, clean] = sourceReliance(model, b, [1999, 0], { bos: d.bosIndex, eos: d.eosIndex }).map((r) => ({ right: r.right / r.tokens, wrong: r.wrong / r.tokens, tokens: r.tokens }));
   assert.equal(tf.memory().numTensors, before);
+  assert.equal(noisy!.tokens, 8 * 3, 'the 3 words of each target, BOS and EOS left out');
   assert.ok(noisy!.right >= 0.8 && noisy!.wrong <= noisy!.right - 0.3, `t=1999: ${noisy!.right} right vs ${noisy!.wrong} wrong source`);
   assert.ok(clean!.right >= 0.9, `t=0: ${clean!.right} right vs ${clean!.wrong} wrong source`);
   model.dispose();
