@@ -15,9 +15,10 @@ node bin/difformer-preprocess.js --source-lang de --target-lang en \
   --trainpref $DATA/train --validpref $DATA/valid --testpref $DATA/test \
   --destdir "$OUT/data-bin" --joined-dictionary --spm-vocab-size 2000 --log-format none
 
-# 2. train a small Difformer (anchor loss, embedding norm, noise factor, self-conditioning)
+# 2. train a small Difformer (anchor loss, embedding norm, noise factor, self-conditioning);
+#    fairseq's init instead of the official BERT-style one, as the README advises for short budgets
 node bin/difformer-train.js "$OUT/data-bin" --task translation --arch difformer_tiny \
-  --criterion difformer --label-smoothing 0.1 --optimizer adam --lr 1e-3 \
+  --criterion difformer --no-apply-bert-init --label-smoothing 0.1 --optimizer adam --lr 1e-3 \
   --lr-scheduler inverse_sqrt --warmup-updates 50 --max-tokens 2048 --seed 1 \
   --save-dir "$OUT/ckpt" --max-update "$MAX_UPDATE" --log-interval 50
 
