@@ -73,13 +73,15 @@ export function sourceReliance(model: DenoiserProbe, batch: Batch, timesteps: nu
     made.push(mask);
     const scored = Float32Array.from(batch.target, (tok) => (tok === model.padIndex || tok === special.bos || tok === special.eos ? 0 : 1));
     const tokens = scored.reduce((a, v) => a + v, 0);
+    const keep = tf.tensor2d(scored, [bsz, tgtLen]);
+    const z0 = model.embedTarget(tgt); // the same clean target at every timestep
+    made.push(keep, z0);
     return timesteps.map((t) => {
       const tt = new Int32Array(bsz).fill(t);
       const [right, wrong] = tf.tidy(() => {
         const noise = tf.tensor3d(rng.fillNormal(bsz * tgtLen * model.latentDim, 0, 1), [bsz, tgtLen, model.latentDim]);
-        const zt = model.qSample(model.embedTarget(tgt), tt, noise);
+        const zt = model.qSample(z0, tt, noise);
         const tm = model.modelTimesteps(tt);
-        const keep = tf.tensor2d(scored, [bsz, tgtLen]);
         return encs.map((enc) => {
           const pred = tf.argMax(model.logits(model.denoise(zt, tm, mask, enc, null, false)), 2);
           return tf.sum(tf.mul(tf.cast(tf.equal(pred, tgt), 'float32'), keep)).arraySync() as number;
