@@ -38,7 +38,7 @@ import type { TrainableModel } from '../train/types.js';
 import type { TranslationTask } from '../../tasks/translation.js';
 import { buildGenerator, resolveGeneratorOptions, type AllGenerationOptions } from '../generate/index.js';
 import type { SequenceGenerator } from '../generate/generator.js';
-import { decodingCommand, loadCheckpointModel, startBackend } from './shared.js';
+import { decodingCommand, loadCheckpointModel, modelPositionLimits, startBackend } from './shared.js';
 
 export interface DistillOptions {
   path: string | undefined;
@@ -185,6 +185,12 @@ export async function runDistill(data: string, parsed: Record<string, unknown>):
   const generator = buildGenerator(teacher.meta.config.model.name, model, { task, extra: [], options: genOpts, seed: common.seed });
   log.info({ teacher: opts.path, arch: teacher.meta.config.model.arch, subset: opts.genSubset, sentences: n, beam: generator.beamLabel }, `distilling ${n} ${opts.genSubset} sentences with ${opts.path} (${teacher.meta.config.model.arch}, beam ${generator.beamLabel})`);
 
+  // sources the teacher has no positions for (it was trained without --truncate-source)
+  const maxSrc = Math.min(task.opts.maxSourcePositions, modelPositionLimits(teacher.meta.config.model.options).maxSourcePositions);
+  let tooLong = 0;
+  for (let i = 0; i < n; i++) if (dataset.src.sizes[i]! > 1 && dataset.srcSize(i) > maxSrc) tooLong++;
+  if (tooLong > 0) log.warn({ sentences: tooLong, maxSourcePositions: maxSrc }, `${tooLong} sources are longer than the teacher's ${maxSrc} positions: they keep their original targets`);
+
   // 2. decode shard by shard
   const nShards = Math.ceil(n / opts.shardSize);
   const shardStart = (k: number) => k * opts.shardSize;
@@ -208,7 +214,7 @@ export async function runDistill(data: string, parsed: Record<string, unknown>):
   for (let k = 0; k < nShards; k++) {
     if (done.has(k)) continue;
     const tShard = Date.now();
-    const lines = decodeShard(dataset, generator.generate.bind(generator), task.tgtDict, shardStart(k), shardLen(k), opts, (inShard) => {
+    const lines = decodeShard(dataset, generator.generate.bind(generator), task.tgtDict, shardStart(k), shardLen(k), opts, maxSrc, (inShard) => {
       const secs = Math.max(1e-3, (Date.now() - tDecode) / 1000);
       bar.update(already + decoded + inShard, { sps: ((decoded + inShard) / secs).toFixed(1) });
     });
@@ -232,6 +238,7 @@ export async function runDistill(data: string, parsed: Record<string, unknown>):
     `[${tgt}] Dictionary: ${task.tgtDict.size} types (copied)`,
     `[${tgt}] ${opts.genSubset}: ${n} sents, ${stats.tokens} tokens, ${((100 * stats.unk) / Math.max(1, stats.tokens)).toFixed(3)}% replaced by <unk> (distilled)`,
     `[${opts.genSubset}] ${stats.blank} blank targets (blank sources, or an empty teacher output)`,
+    `[${opts.genSubset}] ${tooLong} sources longer than the teacher's ${maxSrc} positions kept their original targets`,
     `decoded ${decoded} sentences in ${decodeSeconds.toFixed(1)}s (${sps.toFixed(2)} sentences/s); ${done.size} of ${nShards} shards reused from an earlier run`,
     `copied unchanged: ${stats.copied.join(', ')}`,
     `Wrote distilled data to ${destdir}`,
@@ -250,11 +257,18 @@ function decodeShard(
   start: number,
   len: number,
   opts: DistillOptions,
+  maxSourcePositions: number,
   onProgress: (doneInShard: number) => void,
 ): string[] {
   const out: string[] = new Array(len).fill('');
-  // a blank source is just EOS on disk: nothing to decode
-  const ids = Array.from({ length: len }, (_, i) => start + i).filter((i) => dataset.src.sizes[i]! > 1);
+  // a blank source is just EOS on disk: nothing to decode; a source longer than the teacher
+  // reads keeps its original target (the student skips or cuts it as it would the original)
+  const ids: number[] = [];
+  for (let i = start; i < start + len; i++) {
+    if (dataset.src.sizes[i]! <= 1) continue;
+    if (dataset.srcSize(i) <= maxSourcePositions) ids.push(i);
+    else out[i - start] = dataset.tgt ? dict.string(dataset.tgt.get(i)) : '';
+  }
   const batches = dataset.batches(ids, {
     maxTokens: opts.maxTokens,
     batchSize: opts.batchSize ?? (opts.maxTokens ? undefined : 128),

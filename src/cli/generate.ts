@@ -31,7 +31,7 @@ import type { TranslationTask } from '../../tasks/translation.js';
 import { buildGenerator, resolveGeneratorOptions } from '../generate/index.js';
 import type { SequenceGenerator, Hypothesis } from '../generate/generator.js';
 import type { DiffusionGenerator } from '../generate/diffusion_sampler.js';
-import { decodingCommand, loadCheckpointModel, postProcess, startBackend, type LoadedModel } from './shared.js';
+import { decodingCommand, loadCheckpointModel, modelPositionLimits, postProcess, startBackend, type LoadedModel } from './shared.js';
 
 export interface GenerateOptions {
   path: string | undefined;
@@ -46,6 +46,7 @@ export interface GenerateOptions {
   sourceLang: string | undefined;
   targetLang: string | undefined;
   maxSentences: number;
+  skipInvalidSizeInputsValidTest: boolean;
 }
 
 export const generateDefaults: Readonly<GenerateOptions> = Object.freeze({
@@ -61,6 +62,7 @@ export const generateDefaults: Readonly<GenerateOptions> = Object.freeze({
   sourceLang: undefined,
   targetLang: undefined,
   maxSentences: 0,
+  skipInvalidSizeInputsValidTest: false,
 });
 
 export const generateOptionTable: OptionTable<GenerateOptions> = {
@@ -76,6 +78,7 @@ export const generateOptionTable: OptionTable<GenerateOptions> = {
   sourceLang: { ...optionalStringFlag('--source-lang', 'source language (default: from the checkpoint)', 'SRC'), short: '-s' },
   targetLang: { ...optionalStringFlag('--target-lang', 'target language (default: from the checkpoint)', 'TGT'), short: '-t' },
   maxSentences: intFlag('--max-sentences-to-generate', 'stop after this many sentences (0 = all)'),
+  skipInvalidSizeInputsValidTest: boolFlag('--skip-invalid-size-inputs-valid-test', 'skip sentences longer than the model has positions for (or than --max-tokens) instead of failing'),
 };
 
 export function buildGenerateCommand(argv: string[]): Promise<Command> {
@@ -132,8 +135,10 @@ export async function runGenerate(data: string, parsed: Record<string, unknown>)
   } else {
     dataset = task.loadDataset(opts.genSubset);
   }
-  const n = opts.maxSentences > 0 ? Math.min(opts.maxSentences, dataset.length) : dataset.length;
-  const indices = Array.from({ length: n }, (_, i) => i);
+  const first = opts.maxSentences > 0 ? Math.min(opts.maxSentences, dataset.length) : dataset.length;
+  const limits = { maxSourcePositions: Math.min(task.opts.maxSourcePositions, modelPositionLimits(ckpt.meta.config.model.options).maxSourcePositions), maxTokens: opts.maxTokens ?? Infinity };
+  const indices = fitting(dataset, first, limits, opts.skipInvalidSizeInputsValidTest, opts.input !== undefined ? 'input' : opts.genSubset);
+  const n = indices.length;
   const batches = dataset.batches(indices, {
     maxTokens: opts.maxTokens,
     batchSize: opts.batchSize ?? (opts.maxTokens ? undefined : 64),
@@ -150,8 +155,8 @@ export async function runGenerate(data: string, parsed: Record<string, unknown>)
     stream = createWriteStream(join(opts.resultsPath, `generate-${opts.genSubset}.txt`));
     out = (l) => stream!.write(`${l}\n`);
   }
-  const hyps: string[] = new Array(n).fill('');
-  const refs: string[] = new Array(n).fill('');
+  const hyps: string[] = new Array(first).fill('');
+  const refs: string[] = new Array(first).fill('');
   const bar = createProgress(`generate ${opts.input !== undefined ? 'input' : opts.genSubset}`, n, ' | {sps} sent/s');
   const t0 = Date.now();
   let done = 0;
@@ -198,12 +203,40 @@ export async function runGenerate(data: string, parsed: Record<string, unknown>)
 
   // 5. the final score line
   if (!rawSources && dataset.tgt) {
-    if (task.metric === 'rouge') for (const l of rougeLines(hyps, refs)) out(`Generate ${opts.genSubset} with beam=${generator.beamLabel}: ${l}`);
-    out(`Generate ${opts.genSubset} with beam=${generator.beamLabel}: ${formatFairseqBleu(fairseqBleu(hyps, refs), 4)}`);
+    // skipped sentences are left out of the score, as fairseq never decodes them
+    const [h, r] = [indices.map((i) => hyps[i]!), indices.map((i) => refs[i]!)];
+    if (task.metric === 'rouge') for (const l of rougeLines(h, r)) out(`Generate ${opts.genSubset} with beam=${generator.beamLabel}: ${l}`);
+    out(`Generate ${opts.genSubset} with beam=${generator.beamLabel}: ${formatFairseqBleu(fairseqBleu(h, r), 4)}`);
   }
   if (stream) await new Promise<void>((res) => stream!.end(res));
   model.dispose();
   for (const e of extra) e.model.dispose();
+}
+
+/**
+ * The first `first` sentences, checked as fairseq checks sizes before decoding: a source longer
+ * than the model's positions (after --truncate-source, when the model was trained with it) or a
+ * pair longer than --max-tokens fails with one message, or is skipped with a warning when asked.
+ */
+function fitting(dataset: LanguagePairDataset, first: number, limits: { maxSourcePositions: number; maxTokens: number }, skip: boolean, what: string): number[] {
+  const kept: number[] = [];
+  const bad: number[] = [];
+  for (let i = 0; i < first; i++) {
+    const fits = dataset.srcSize(i) <= limits.maxSourcePositions && Math.max(dataset.srcSize(i), dataset.tgtSize(i)) <= limits.maxTokens;
+    (fits ? kept : bad).push(i);
+  }
+  if (bad.length === 0) return kept;
+  const i = bad[0]!;
+  const sizes = `${dataset.srcSize(i)} source${dataset.tgt ? ` and ${dataset.tgtSize(i)} target` : ''} tokens`;
+  const limit = `the model reads at most ${limits.maxSourcePositions} source tokens${Number.isFinite(limits.maxTokens) ? ` and --max-tokens is ${limits.maxTokens}` : ''}`;
+  if (!skip) {
+    throw new DifformerError(
+      'DIFFORMER_BAD_DATA',
+      `${what}: sentence ${i} has ${sizes}, but ${limit} (${bad.length} sentence${bad.length > 1 ? 's' : ''} too long): skip them with --skip-invalid-size-inputs-valid-test, or train with --truncate-source to cut long sources`,
+    );
+  }
+  getLogger().warn({ skipped: bad.length, firstIds: bad.slice(0, 10) }, `${bad.length} sentence${bad.length > 1 ? 's' : ''} of ${what} skipped (longer than the model or --max-tokens allows; first: ${bad.slice(0, 10).join(', ')})`);
+  return kept;
 }
 
 function readInput(input: string): string[] {

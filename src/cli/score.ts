@@ -98,7 +98,7 @@ async function anisotropyLines(path: string): Promise<string[]> {
 /** The source-reliance table of a diffusion checkpoint at five timesteps from T-1 down to 0. */
 async function sourceRelianceLines(path: string, data: string, subset: string, n: number): Promise<string[]> {
   const { registerBuiltins } = await import('./builtins.js');
-  const { loadCheckpointModel, startBackend } = await import('./shared.js');
+  const { loadCheckpointModel, modelPositionLimits, startBackend } = await import('./shared.js');
   const { commonDefaults } = await import('../options.js');
   const { isDenoiserProbe, sourceReliance } = await import('../metrics/source_reliance.js');
   registerBuiltins();
@@ -110,8 +110,8 @@ async function sourceRelianceLines(path: string, data: string, subset: string, n
   const ds = task.loadDataset(subset);
   if (!ds.tgt) throw new DifformerError('DIFFORMER_BAD_DATA', `--source-reliance needs targets: ${subset} has none`);
   // the first n non-empty pairs the model has positions for, in batches of similar length
-  const cfg = ckpt.meta.config.model.options as { diffusionSteps?: number; maxSourcePositions?: number; maxTargetPositions?: number };
-  const limits = { maxTokens: 6000, batchSize: 100, requiredBatchSizeMultiple: 1, maxSourcePositions: cfg.maxSourcePositions ?? Infinity, maxTargetPositions: cfg.maxTargetPositions ?? Infinity };
+  const cfg = ckpt.meta.config.model.options as { diffusionSteps?: number };
+  const limits = { maxTokens: 6000, batchSize: 100, requiredBatchSizeMultiple: 1, ...modelPositionLimits(ckpt.meta.config.model.options) };
   const kept = ds.validIndices(limits, true).kept.slice(0, n);
   if (kept.length < 2) throw new DifformerError('DIFFORMER_EMPTY_CORPUS', `--source-reliance needs at least 2 non-empty pairs in ${subset} that fit the model`);
   const steps = cfg.diffusionSteps ?? 2000;

@@ -82,6 +82,16 @@ export async function decodingCommand<O extends object>(
   return cmd;
 }
 
+/**
+ * The longest source and target a model has positions for (Infinity where its options name
+ * none), read from its stored or resolved options: fairseq's model.max_positions().
+ */
+export function modelPositionLimits(modelOptions: object): { maxSourcePositions: number; maxTargetPositions: number } {
+  const o = modelOptions as { maxSourcePositions?: unknown; maxTargetPositions?: unknown };
+  const limit = (v: unknown) => (typeof v === 'number' && v > 0 ? v : Infinity);
+  return { maxSourcePositions: limit(o.maxSourcePositions), maxTargetPositions: limit(o.maxTargetPositions) };
+}
+
 export interface LoadedModel {
   ckpt: LoadedCheckpoint;
   model: TrainableModel;

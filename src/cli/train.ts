@@ -11,7 +11,7 @@ import { getLogger } from '../log.js';
 import { addOptions, boolFlag, intFlag, readOptions, resolveOptions, commonDefaults, commonOptionTable, type CommonOptions, type OptionTable } from '../options.js';
 import { generatorOptionTables, resolveGeneratorOptions, buildGenerator } from '../generate/index.js';
 import { fairseqBleu, fairseqBleuScore as bleuScore, rougeScores, sacreBleuCorpus } from '../metrics/index.js';
-import { postProcess, prescan, startBackend, type ModelDeps } from './shared.js';
+import { modelPositionLimits, postProcess, prescan, startBackend, type ModelDeps } from './shared.js';
 export type { ModelDeps };
 import type { LanguagePairDataset } from '../data/language_pair_dataset.js';
 import { getArchitecture, getCriterion, getTask, loadUserDir } from '../registry.js';
@@ -163,9 +163,9 @@ export async function runTrain(data: string, choice: ComponentChoice, parsed: Re
  */
 function limitPositions(taskOpts: object, modelOpts: object): void {
   const t = taskOpts as Record<string, unknown>;
-  const m = modelOpts as Record<string, unknown>;
-  for (const k of ['maxSourcePositions', 'maxTargetPositions']) {
-    if (typeof t[k] === 'number' && typeof m[k] === 'number' && (m[k] as number) < (t[k] as number)) t[k] = m[k];
+  const m = modelPositionLimits(modelOpts);
+  for (const k of ['maxSourcePositions', 'maxTargetPositions'] as const) {
+    if (typeof t[k] === 'number' && m[k] < (t[k] as number)) t[k] = m[k];
   }
 }
 

@@ -102,3 +102,28 @@ test('distill fails clearly when the teacher was trained on another dictionary',
   const m = runCli('difformer-distill', [BIN, '--path', TEACHER]);
   assert.match(m.stderr, /--destdir is required/);
 });
+
+test('distill: sources longer than the teacher has positions for keep their original targets', () => {
+  const short = join(tmp.path, 'teacher12');
+  const t = runCli('difformer-train', [
+    BIN, '--arch', 'transformer_tiny', '--optimizer', 'adam', '--lr', '3e-3', '--max-tokens', '1024', '--max-update', '2',
+    '--max-source-positions', '12', '--save-dir', short, '--no-epoch-checkpoints', '--disable-validation', '--log-format', 'none',
+  ]);
+  assert.equal(t.code, 0, t.stderr);
+  const dest = join(tmp.path, 'distilled12');
+  const r = runCli('difformer-distill', [BIN, '--path', join(short, 'checkpoint_last.safetensors'), '--destdir', dest, '--beam', '1', '--max-len-b', '8', '--log-format', 'json']);
+  assert.equal(r.code, 0, r.stderr);
+  const src = new IndexedDataset(join(BIN, 'train.de-en.de'));
+  const orig = new IndexedDataset(join(BIN, 'train.de-en.en'));
+  const dist = new IndexedDataset(join(dest, 'train.de-en.en'));
+  const dict = Dictionary.fromText(readFileSync(join(BIN, 'dict.en.txt'), 'utf8'));
+  let long = 0;
+  for (let i = 0; i < src.length; i++) {
+    if (src.sizes[i]! <= 12) continue;
+    long++;
+    assert.equal(dict.string(dist.get(i)), dict.string(orig.get(i)), `sentence ${i} (${src.sizes[i]} source tokens) keeps its reference`);
+  }
+  assert.ok(long > 0 && long < src.length, `${long} of ${src.length} sources are longer than 12 tokens`);
+  assert.match(r.stderr, new RegExp(`"sentences":${long},"maxSourcePositions":12`));
+  assert.match(readFileSync(join(dest, 'distill.log'), 'utf8'), new RegExp(`${long} sources longer than the teacher's 12 positions kept their original targets`));
+});

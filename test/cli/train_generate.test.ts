@@ -136,6 +136,27 @@ test('interactive: --input - reads raw sentences, encodes them with the data-bin
   assert.doesNotMatch(g.stdout, /BLEU4/);
 });
 
+test('generate: a source longer than the model reads fails before decoding, or is skipped with --skip-invalid-size-inputs-valid-test', () => {
+  const dir = join(tmp.path, 'ck12');
+  const t = runCli('difformer-train', trainArgs(dir, 1, ['--max-source-positions', '12']));
+  assert.equal(t.code, 0, t.stderr);
+  const args = [BIN, '--path', join(dir, 'checkpoint_last.safetensors'), '--gen-subset', 'test', '--beam', '1', '--max-len-b', '5'];
+  const g = runCli('difformer-generate', args);
+  assert.equal(g.code, 1, g.stderr);
+  assert.match(g.stderr, /error: test: sentence \d+ has \d+ source and \d+ target tokens, but the model reads at most 12 source tokens \(\d+ sentences too long\): skip them with --skip-invalid-size-inputs-valid-test/);
+  assert.equal(g.stdout, '', 'nothing decoded before the error');
+  const s = runCli('difformer-generate', [...args, '--skip-invalid-size-inputs-valid-test']);
+  assert.equal(s.code, 0, s.stderr);
+  const skipped = Number(/(\d+) sentences of test skipped/.exec(s.stderr)?.[1]);
+  const decoded = s.stdout.split('\n').filter((l) => l.startsWith('H-')).length;
+  assert.ok(skipped > 0 && decoded > 0, `${skipped} skipped, ${decoded} decoded`);
+  assert.equal(skipped + decoded, 80);
+  // the score covers the decoded sentences only: reference length = their T- lines
+  const reflen = Number(/reflen=(\d+)/.exec(s.stdout)?.[1]);
+  const tLines = s.stdout.split('\n').filter((l) => l.startsWith('T-')).map((l) => l.split('\t')[1]!.split(' ').filter(Boolean).length);
+  assert.equal(reflen, tLines.reduce((a, v) => a + v, 0));
+});
+
 test('user errors: unknown arch, dictionary mismatch, missing checkpoint, NaN loss', () => {
   const u = runCli('difformer-train', trainArgs(join(tmp.path, 'ckX'), 1, ['--arch', 'transfomer_tiny']));
   assert.equal(u.code, 1);
