@@ -20,6 +20,11 @@
 #   THREADS=0      compute threads per process (0 = backend default)
 #   TASK=translation (or summarization)             MAXSRC=256 sources are cut to this many tokens
 #                  (--truncate-source, kept in the checkpoints, so generation cuts them the same way)
+#   MODELS="cmlm difflm difformer"  the non-autoregressive models to train and score (the AR
+#                  Transformer always trains: it is the distillation teacher and the reranker)
+# Candidates of the b > 1 non-autoregressive rows are chosen by the AR model (teacher-forced mean
+# log-prob: fairseq's external reranker, the official Difformer --ppl-mbr); CMLM's b = 10 is also
+# shown with its own score (mask-predict's default).
 # Recipe family (all models): Adam (0.9, 0.98), lr 1e-3, inverse_sqrt warmup 500, clip 1.0,
 # dropout 0.1, label smoothing 0.1, --max-tokens 2048 --update-freq 2, shared embeddings.
 set -euo pipefail
@@ -29,6 +34,10 @@ OUT=$(realpath -m "${3:-runs/table2}")
 HOURS=${HOURS:-1}; LATENT=${LATENT:-128}; DIM=${DIM:-256}; FFN=${FFN:-1024}; LAYERS=${LAYERS:-3}; HEADS=${HEADS:-4}
 TEACHER_BEAM=${TEACHER_BEAM:-1}; SUBSET=${SUBSET:-valid}; N=${N:-0}; DISTILL=${DISTILL:-1}
 TASK=${TASK:-translation}; MAXSRC=${MAXSRC:-256}; JOBS=${JOBS:-1}; THREADS=${THREADS:-0}
+MODELS=${MODELS:-cmlm difflm difformer}
+for m in $MODELS; do
+  case $m in cmlm|difflm|difformer) ;; *) echo "MODELS: unknown model '$m' (cmlm, difflm, difformer)" >&2; exit 1;; esac
+done
 METRIC=bleu; [ "$TASK" = summarization ] && METRIC=rouge; export METRIC
 cd "$(dirname "$0")/../.."
 mkdir -p "$OUT"
@@ -85,7 +94,7 @@ spawn() { # at most $JOBS trainings at once; each is waited for by pid, so no fa
 }
 for s in "${sets[@]}"; do
   d=$DATA; [ "$s" = kd ] && d=$OUT/distilled
-  spawn cmlm "cmlm_$s" "$d"; spawn difflm "difflm_$s" "$d"; spawn difformer "difformer_$s" "$d"
+  for m in $MODELS; do spawn "$m" "${m}_$s" "$d"; done
 done
 for p in "${pids[@]}"; do wait "$p" || { echo "a training failed (see $OUT/*.log)" >&2; exit 1; }; done
 pids=()
@@ -97,15 +106,23 @@ AR=$OUT/ar/checkpoint_last.safetensors
 row "Transformer (b=1)" "$DATA" "$AR" --beam 1
 row "Transformer (b=5)" "$DATA" "$AR" --beam 5
 for s in "${sets[@]}"; do
-  c=$OUT/cmlm_$s/checkpoint_last.safetensors
-  row "CMLM $s (b=1)" "$DATA" "$c" --iter-decode-max-iter 10 --iter-decode-force-max-iter
-  row "CMLM $s (b=10)" "$DATA" "$c" --iter-decode-max-iter 10 --iter-decode-force-max-iter --iter-decode-with-beam 10
-  c=$OUT/difflm_$s/checkpoint_last.safetensors
-  row "Diff-LM $s (b=1)" "$DATA" "$c" --decoding-steps 20 --clamping --clamping-mode l2
-  row "Diff-LM $s (b=10, 5x2)" "$DATA" "$c" --decoding-steps 20 --clamping --clamping-mode l2 --length-beam-size 5 --noise-beam-size 2
-  c=$OUT/difformer_$s/checkpoint_last.safetensors
-  row "Difformer $s (b=1)" "$DATA" "$c" --decoding-steps 20
-  row "Difformer $s (b=10, 5x2)" "$DATA" "$c" --decoding-steps 20 --length-beam-size 5 --noise-beam-size 2
-  row "Difformer $s (b=20, 5x4)" "$DATA" "$c" --decoding-steps 20 --length-beam-size 5 --noise-beam-size 4
+  for m in $MODELS; do
+    c=$OUT/${m}_$s/checkpoint_last.safetensors
+    case $m in
+    cmlm)
+      it=(--iter-decode-max-iter 10 --iter-decode-force-max-iter)
+      row "CMLM $s (b=1)" "$DATA" "$c" "${it[@]}"
+      row "CMLM $s (b=10, own score)" "$DATA" "$c" "${it[@]}" --iter-decode-with-beam 10
+      row "CMLM $s (b=10)" "$DATA" "$c:$AR" "${it[@]}" --iter-decode-with-beam 10 --iter-decode-with-external-reranker ;;
+    difflm)
+      cl=(--decoding-steps 20 --clamping --clamping-mode l2)
+      row "Diff-LM $s (b=1)" "$DATA" "$c" "${cl[@]}"
+      row "Diff-LM $s (b=10, 5x2)" "$DATA" "$c:$AR" "${cl[@]}" --length-beam-size 5 --noise-beam-size 2 --candidate-selection ar-rerank ;;
+    difformer)
+      row "Difformer $s (b=1)" "$DATA" "$c" --decoding-steps 20
+      row "Difformer $s (b=10, 5x2)" "$DATA" "$c:$AR" --decoding-steps 20 --length-beam-size 5 --noise-beam-size 2 --candidate-selection ar-rerank
+      row "Difformer $s (b=20, 5x4)" "$DATA" "$c:$AR" --decoding-steps 20 --length-beam-size 5 --noise-beam-size 4 --candidate-selection ar-rerank ;;
+    esac
+  done
 done
 echo "table: $OUT/table.md"
