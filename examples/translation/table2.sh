@@ -17,7 +17,7 @@
 #   DISTILL=1      0 skips distillation and the distilled rows
 #   JOBS=1         non-autoregressive trainings run side by side (JOBS=2 THREADS=1 on 2 cores:
 #                  every model then gets one core, so equal --stop-time-hours is equal compute)
-#   THREADS=0      compute threads per process (0 = backend default)
+#   THREADS=0      compute threads per training and decoding process (0 = backend default)
 #   TASK=translation (or summarization)             MAXSRC=256 sources are cut to this many tokens
 #                  (--truncate-source, kept in the checkpoints, so generation cuts them the same way)
 #   MODELS="cmlm difflm difformer"  the non-autoregressive models to train and score (the AR
@@ -71,7 +71,7 @@ row() { # LABEL DATA CKPT FLAGS...
   local label=$1 data=$2 ckpt=$3; shift 3
   local score bleu sps
   local r
-  r=$(decode_score "$OUT/gen.$(echo "$label" | tr -c 'A-Za-z0-9=\n' '_')" "$data" "$ckpt" "$SUBSET" "$N" "$REF" "$@") || exit 1
+  r=$(decode_score "$OUT/gen.$(echo "$label" | tr -c 'A-Za-z0-9=\n' '_')" "$data" "$ckpt" "$SUBSET" "$N" "$REF" --threads "$THREADS" "$@") || exit 1
   read -r score bleu sps <<< "$r"
   printf '| %-34s | %14s | %8s | %8s |\n' "$label" "$score" "$bleu" "$sps" | tee -a "$OUT/table.md"
 }
