@@ -75,6 +75,12 @@ export function lengthClass(tgtLen: number, srcLen: number, offset: boolean): nu
   return Math.min(LENGTH_CLASSES - 1, Math.max(0, c));
 }
 
+/** Whether the length head can name this pair's length: its unclamped class lies in [0, 255]. */
+export function lengthClassFits(tgtLen: number, srcLen: number, offset: boolean): boolean {
+  const c = offset ? tgtLen - srcLen + LENGTH_OFFSET : tgtLen;
+  return c >= 0 && c < LENGTH_CLASSES;
+}
+
 /** Inverse of `lengthClass` at inference: class - 128 + src (offset) or class. No clamping. */
 export function lengthFromClass(cls: number, srcLen: number, offset: boolean): number {
   return offset ? cls - LENGTH_OFFSET + srcLen : cls;

@@ -14,7 +14,7 @@ TEST=""; [ -f "$RAW/test.src" ] && TEST="--testpref $RAW/test"
 [ -d "$OUT/data-bin" ] || $D/difformer-preprocess.js -s src -t tgt --trainpref "$RAW/train" \
   --validpref "$RAW/valid" $TEST --destdir "$OUT/data-bin" --joined-dictionary --spm-vocab-size 8000
 $D/difformer-train.js "$OUT/data-bin" --task summarization --arch $ARCH --criterion difformer \
-  --label-smoothing 0.1 --rescaling-factor 4 --optimizer adam --adam-betas '(0.9, 0.98)' --lr $LR \
+  --label-smoothing 0.1 --rescaling-factor 4 --no-pred-length-offset --optimizer adam --adam-betas '(0.9, 0.98)' --lr $LR \
   --lr-scheduler inverse_sqrt --warmup-updates $WARM --clip-norm 1 --weight-decay 0.01 \
   --max-tokens $TOK --max-update $UPD --max-source-positions 512 --truncate-source --save-dir "$OUT/difformer" \
   --eval-bleu --decoding-steps 20 --best-checkpoint-metric rougeL --maximize-best-checkpoint-metric \

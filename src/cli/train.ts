@@ -20,6 +20,7 @@ import type { Criterion, TrainableModel } from '../train/types.js';
 import { trainingDefaults, trainingOptionTable } from '../train/trainer_options.js';
 import { registerBuiltins } from './builtins.js';
 import { applyEmbeddingOptions, embeddingInitDefaults, embeddingInitOptionTable } from '../train/init_embeddings.js';
+import { lengthClassFits } from '../../models/difformer.js';
 
 /** Validation by decoding (fairseq's --eval-bleu of the translation task). */
 export interface EvalOptions {
@@ -111,6 +112,8 @@ export async function runTrain(data: string, choice: ComponentChoice, parsed: Re
   const valid = task.hasSplit(training.validSubset) ? task.loadDataset(training.validSubset) : undefined;
   log.info({ task: choice.task, src: task.sourceLang, tgt: task.targetLang, srcDict: task.srcDict.size, tgtDict: task.tgtDict.size, train: train.length, valid: valid?.length ?? 0 }, `[${task.sourceLang}] dictionary: ${task.srcDict.size} types, [${task.targetLang}] dictionary: ${task.tgtDict.size} types`);
 
+  warnLengthClasses(train, taskOpts, modelOpts);
+
   // 3. model, 4. criterion
   const model = modelC.build(modelOpts, { srcDict: task.srcDict, tgtDict: task.tgtDict, seed: training.seed });
   // 3b. pretrained / frozen token embeddings (src/train/init_embeddings.ts); a resumed run's
@@ -167,6 +170,27 @@ function limitPositions(taskOpts: object, modelOpts: object): void {
   for (const k of ['maxSourcePositions', 'maxTargetPositions'] as const) {
     if (typeof t[k] === 'number' && m[k] < (t[k] as number)) t[k] = m[k];
   }
+}
+
+/**
+ * Models with fairseq's NAT length head (CMLM, Difformer, Diff-LM) name a length among 256
+ * classes: tgt - src + 128 with --pred-length-offset, else tgt. Pairs outside are clamped in
+ * training and never predicted right; summaries of long documents fall outside the offset form.
+ */
+function warnLengthClasses(train: LanguagePairDataset, taskOpts: object, modelOpts: object): void {
+  const offset = (modelOpts as { predLengthOffset?: unknown }).predLengthOffset;
+  if (typeof offset !== 'boolean' || !train.tgt) return;
+  // the pairs training will see (the task's limits are the model's by now)
+  const limits = { maxTokens: undefined, batchSize: undefined, requiredBatchSizeMultiple: 1, ...modelPositionLimits(taskOpts) };
+  const { kept } = train.validIndices(limits, true);
+  let out = 0;
+  for (const i of kept) if (!lengthClassFits(train.tgtSize(i), train.srcSize(i), offset)) out++;
+  const share = out / Math.max(1, kept.length);
+  if (share <= 0.01) return;
+  const hint = offset
+    ? 'target minus source length outside -128..127; --no-pred-length-offset predicts the target length itself (< 256)'
+    : 'target length of 256 or more; --pred-length-offset predicts target minus source length';
+  getLogger().warn({ pairs: out, share }, `${(100 * share).toFixed(1)}% of the training pairs (${out}) have a length the length head cannot predict (${hint})`);
 }
 
 /** Decodes (part of) the valid set and scores it: bleu, plus rouge1/2/L for summarization. */

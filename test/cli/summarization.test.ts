@@ -25,3 +25,29 @@ test('summarization: preprocess src/tgt, train, generate prints ROUGE-1/2/L then
     'Generate test with beam=N: BLEUN = N, N/N/N/N (BP=N, ratio=N, syslen=N, reflen=N)',
   ]);
 });
+
+test('a length head that cannot name the summaries\' lengths is reported at the start of training', () => {
+  // Debian descriptions run past 128 tokens more than their one-line synopses: with the official
+  // --pred-length-offset (tgt - src + 128) those pairs fall below class 0
+  const raw = join(FIXTURES, 'debdesc');
+  const bin = join(tmp.path, 'bin-len');
+  const p = runCli('difformer-preprocess', ['-s', 'src', '-t', 'tgt', '--trainpref', join(raw, 'train'), '--validpref', join(raw, 'valid'), '--destdir', bin, '--joined-dictionary', '--spm-vocab-size', '300']);
+  assert.equal(p.code, 0, p.stderr);
+  const train = (extra: string[]) =>
+    runCli('difformer-train', [bin, '--task', 'summarization', '--arch', 'difformer_tiny', '--criterion', 'difformer', '--optimizer', 'adam', '--lr', '1e-3',
+      '--max-tokens', '8192', '--max-update', '1', '--truncate-source', '--no-save', '--disable-validation', '--log-format', 'json', ...extra]);
+  const off = train([]);
+  assert.equal(off.code, 0, off.stderr);
+  const warn = off.stderr.split('\n').find((l) => l.includes('length head cannot predict'));
+  assert.ok(warn, 'warned with the official offset classes');
+  const { pairs, share } = JSON.parse(warn) as { pairs: number; share: number };
+  assert.ok(pairs > 0 && share > 0.01 && share < 1, `${pairs} pairs, share ${share}`);
+  assert.match(warn, /--no-pred-length-offset predicts the target length itself/);
+  const abs = train(['--no-pred-length-offset']);
+  assert.equal(abs.code, 0, abs.stderr);
+  assert.doesNotMatch(abs.stderr, /length head cannot predict/);
+  // an autoregressive model has no length head: nothing to say
+  const ar = runCli('difformer-train', [bin, '--task', 'summarization', '--arch', 'transformer_tiny', '--optimizer', 'adam', '--lr', '1e-3', '--max-tokens', '8192', '--max-update', '1', '--no-save', '--disable-validation', '--log-format', 'json']);
+  assert.equal(ar.code, 0, ar.stderr);
+  assert.doesNotMatch(ar.stderr, /length head/);
+});

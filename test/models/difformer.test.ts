@@ -9,6 +9,7 @@ import {
   difformerArchitectures,
   difformerModelComponent,
   lengthClass,
+  lengthClassFits,
   lengthFromClass,
   resolveDifformerOptions,
   timestepEmbedding,
@@ -130,6 +131,9 @@ test('length classes: tgt - src + 128 clamped to [0, 255]; the forward computes 
   assert.equal(lengthClass(2, 300, true), 0);
   assert.equal(lengthClass(7, 5, false), 7);
   assert.equal(lengthFromClass(130, 5, true), 7);
+  // what the clamp hides: whether the head can name the length at all
+  assert.ok(lengthClassFits(7, 5, true) && lengthClassFits(2, 129, true) && !lengthClassFits(2, 131, true));
+  assert.ok(lengthClassFits(255, 2, false) && !lengthClassFits(256, 2, false) && !lengthClassFits(300, 2, true));
   const model = tinyModel(dict);
   const { src, tgt } = tensors();
   const out = model.forward(src, tgt, false);
