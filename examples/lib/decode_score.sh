@@ -15,6 +15,10 @@ decode_score() {
   node bin/difformer-generate.js "$data" --path "$ckpt" --gen-subset "$subset" --batch-size 100 \
     --max-sentences-to-generate "$n" --remove-bpe sentencepiece --seed 7 --log-format json "$@" \
     > "$out.txt" 2> "$out.log" || { echo "decode_score: generate failed, see $out.log" >&2; return 1; }
+  # the first N lines of REF are the reference: a skipped sentence would misalign them
+  if grep -q 'skipped (longer than the model' "$out.log"; then
+    echo "decode_score: generate skipped sentences (see $out.log); the reference would not line up" >&2; return 1
+  fi
   { grep '^H-' "$out.txt" || true; } | sed 's/^H-//' | sort -n -k1,1 | cut -f3- > "$out.hyp"
   local score=- bleu sps
   if [ -n "$ref" ] && [ "$ref" != - ]; then

@@ -22,9 +22,9 @@
 #                  (--truncate-source, kept in the checkpoints, so generation cuts them the same way)
 #   MODELS="cmlm difflm difformer"  the non-autoregressive models to train and score (the AR
 #                  Transformer always trains: it is the distillation teacher and the reranker)
-# Candidates of the b > 1 non-autoregressive rows are chosen by the AR model (teacher-forced mean
-# log-prob: fairseq's external reranker, the official Difformer --ppl-mbr); CMLM's b = 10 is also
-# shown with its own score (mask-predict's default).
+# Rows marked AR choose among the b > 1 candidates with the AR model (teacher-forced mean
+# log-prob: fairseq's external reranker, the official Difformer --ppl-mbr; its time is counted in
+# sentences/s); CMLM's b = 10 is also shown with its own score (mask-predict's default).
 # Recipe family (all models): Adam (0.9, 0.98), lr 1e-3, inverse_sqrt warmup 500, clip 1.0,
 # dropout 0.1, label smoothing 0.1, --max-tokens 2048 --update-freq 2, shared embeddings.
 set -euo pipefail
@@ -35,8 +35,11 @@ HOURS=${HOURS:-1}; LATENT=${LATENT:-128}; DIM=${DIM:-256}; FFN=${FFN:-1024}; LAY
 TEACHER_BEAM=${TEACHER_BEAM:-1}; SUBSET=${SUBSET:-valid}; N=${N:-0}; DISTILL=${DISTILL:-1}
 TASK=${TASK:-translation}; MAXSRC=${MAXSRC:-256}; JOBS=${JOBS:-1}; THREADS=${THREADS:-0}
 MODELS=${MODELS:-cmlm difflm difformer}
+seen=" "
 for m in $MODELS; do
   case $m in cmlm|difflm|difformer) ;; *) echo "MODELS: unknown model '$m' (cmlm, difflm, difformer)" >&2; exit 1;; esac
+  [[ $seen == *" $m "* ]] && { echo "MODELS: '$m' twice" >&2; exit 1; }
+  seen+="$m "
 done
 METRIC=bleu; [ "$TASK" = summarization ] && METRIC=rouge; export METRIC
 # summaries are much shorter than their documents: tgt - src + 128 (the official length classes)
@@ -116,15 +119,15 @@ for s in "${sets[@]}"; do
       it=(--iter-decode-max-iter 10 --iter-decode-force-max-iter)
       row "CMLM $s (b=1)" "$DATA" "$c" "${it[@]}"
       row "CMLM $s (b=10, own score)" "$DATA" "$c" "${it[@]}" --iter-decode-with-beam 10
-      row "CMLM $s (b=10)" "$DATA" "$c:$AR" "${it[@]}" --iter-decode-with-beam 10 --iter-decode-with-external-reranker ;;
+      row "CMLM $s (b=10, AR)" "$DATA" "$c:$AR" "${it[@]}" --iter-decode-with-beam 10 --iter-decode-with-external-reranker ;;
     difflm)
       cl=(--decoding-steps 20 --clamping --clamping-mode l2)
       row "Diff-LM $s (b=1)" "$DATA" "$c" "${cl[@]}"
-      row "Diff-LM $s (b=10, 5x2)" "$DATA" "$c:$AR" "${cl[@]}" --length-beam-size 5 --noise-beam-size 2 --candidate-selection ar-rerank ;;
+      row "Diff-LM $s (b=10, 5x2, AR)" "$DATA" "$c:$AR" "${cl[@]}" --length-beam-size 5 --noise-beam-size 2 --candidate-selection ar-rerank ;;
     difformer)
       row "Difformer $s (b=1)" "$DATA" "$c" --decoding-steps 20
-      row "Difformer $s (b=10, 5x2)" "$DATA" "$c:$AR" --decoding-steps 20 --length-beam-size 5 --noise-beam-size 2 --candidate-selection ar-rerank
-      row "Difformer $s (b=20, 5x4)" "$DATA" "$c:$AR" --decoding-steps 20 --length-beam-size 5 --noise-beam-size 4 --candidate-selection ar-rerank ;;
+      row "Difformer $s (b=10, 5x2, AR)" "$DATA" "$c:$AR" --decoding-steps 20 --length-beam-size 5 --noise-beam-size 2 --candidate-selection ar-rerank
+      row "Difformer $s (b=20, 5x4, AR)" "$DATA" "$c:$AR" --decoding-steps 20 --length-beam-size 5 --noise-beam-size 4 --candidate-selection ar-rerank ;;
     esac
   done
 done

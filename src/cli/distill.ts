@@ -189,6 +189,15 @@ export async function runDistill(data: string, parsed: Record<string, unknown>):
   const maxSrc = Math.min(task.opts.maxSourcePositions, modelPositionLimits(teacher.meta.config.model.options).maxSourcePositions);
   let tooLong = 0;
   for (let i = 0; i < n; i++) if (dataset.src.sizes[i]! > 1 && dataset.srcSize(i) > maxSrc) tooLong++;
+  // batches hold max(source, target) tokens: a pair over --max-tokens would be dropped unseen
+  if (opts.maxTokens !== undefined) {
+    for (let i = 0; i < n; i++) {
+      const size = Math.max(dataset.srcSize(i), dataset.tgtSize(i));
+      if (dataset.srcSize(i) <= maxSrc && size > opts.maxTokens) {
+        throw new DifformerError('DIFFORMER_BAD_OPTION', `${opts.genSubset}: sentence ${i} has ${size} tokens (source or target, BOS/EOS included), more than --max-tokens ${opts.maxTokens}: raise --max-tokens or use --batch-size`);
+      }
+    }
+  }
   if (tooLong > 0) log.warn({ sentences: tooLong, maxSourcePositions: maxSrc }, `${tooLong} sources are longer than the teacher's ${maxSrc} positions: they keep their original targets`);
 
   // 2. decode shard by shard
@@ -238,7 +247,7 @@ export async function runDistill(data: string, parsed: Record<string, unknown>):
     `[${tgt}] Dictionary: ${task.tgtDict.size} types (copied)`,
     `[${tgt}] ${opts.genSubset}: ${n} sents, ${stats.tokens} tokens, ${((100 * stats.unk) / Math.max(1, stats.tokens)).toFixed(3)}% replaced by <unk> (distilled)`,
     `[${opts.genSubset}] ${stats.blank} blank targets (blank sources, or an empty teacher output)`,
-    `[${opts.genSubset}] ${tooLong} sources longer than the teacher's ${maxSrc} positions kept their original targets`,
+    ...(tooLong > 0 ? [`[${opts.genSubset}] ${tooLong} sources longer than the teacher's ${maxSrc} positions kept their original targets`] : []),
     `decoded ${decoded} sentences in ${decodeSeconds.toFixed(1)}s (${sps.toFixed(2)} sentences/s); ${done.size} of ${nShards} shards reused from an earlier run`,
     `copied unchanged: ${stats.copied.join(', ')}`,
     `Wrote distilled data to ${destdir}`,

@@ -136,7 +136,9 @@ export async function runGenerate(data: string, parsed: Record<string, unknown>)
     dataset = task.loadDataset(opts.genSubset);
   }
   const first = opts.maxSentences > 0 ? Math.min(opts.maxSentences, dataset.length) : dataset.length;
-  const limits = { maxSourcePositions: Math.min(task.opts.maxSourcePositions, modelPositionLimits(ckpt.meta.config.model.options).maxSourcePositions), maxTokens: opts.maxTokens ?? Infinity };
+  // fairseq's resolve_max_positions: the task's and every model's (rerankers read the sources too)
+  const maxSourcePositions = Math.min(task.opts.maxSourcePositions, ...[main, ...extra].map((m) => modelPositionLimits(m.ckpt.meta.config.model.options).maxSourcePositions));
+  const limits = { maxSourcePositions, maxTokens: opts.maxTokens ?? Infinity };
   const indices = fitting(dataset, first, limits, opts.skipInvalidSizeInputsValidTest, opts.input !== undefined ? 'input' : opts.genSubset);
   const n = indices.length;
   const batches = dataset.batches(indices, {
@@ -227,14 +229,14 @@ function fitting(dataset: LanguagePairDataset, first: number, limits: { maxSourc
   }
   if (bad.length === 0) return kept;
   const i = bad[0]!;
-  const sizes = `${dataset.srcSize(i)} source${dataset.tgt ? ` and ${dataset.tgtSize(i)} target` : ''} tokens`;
-  const limit = `the model reads at most ${limits.maxSourcePositions} source tokens${Number.isFinite(limits.maxTokens) ? ` and --max-tokens is ${limits.maxTokens}` : ''}`;
-  if (!skip) {
-    throw new DifformerError(
-      'DIFFORMER_BAD_DATA',
-      `${what}: sentence ${i} has ${sizes}, but ${limit} (${bad.length} sentence${bad.length > 1 ? 's' : ''} too long): skip them with --skip-invalid-size-inputs-valid-test, or train with --truncate-source to cut long sources`,
-    );
-  }
+  const [src, tgt] = [dataset.srcSize(i), dataset.tgtSize(i)];
+  const sizes = `${src} source${dataset.tgt ? ` and ${tgt} target` : ''} tokens (BOS/EOS included)`;
+  const overPositions = src > limits.maxSourcePositions;
+  const limit = overPositions ? `the model reads at most ${limits.maxSourcePositions} source tokens` : `--max-tokens is ${limits.maxTokens}`;
+  const fix = overPositions ? 'skip them with --skip-invalid-size-inputs-valid-test, or train with --truncate-source to cut long sources' : 'raise --max-tokens, or skip them with --skip-invalid-size-inputs-valid-test';
+  const count = `${bad.length} sentence${bad.length > 1 ? 's' : ''} too long`;
+  if (!skip) throw new DifformerError('DIFFORMER_BAD_DATA', `${what}: sentence ${i} has ${sizes}, but ${limit} (${count}): ${fix}`);
+  if (kept.length === 0) throw new DifformerError('DIFFORMER_BAD_DATA', `${what}: all ${first} sentences are too long (sentence ${i}: ${sizes}, but ${limit}); nothing to decode`);
   getLogger().warn({ skipped: bad.length, firstIds: bad.slice(0, 10) }, `${bad.length} sentence${bad.length > 1 ? 's' : ''} of ${what} skipped (longer than the model or --max-tokens allows; first: ${bad.slice(0, 10).join(', ')})`);
   return kept;
 }

@@ -189,6 +189,12 @@ export class Trainer<M extends TrainableModel> {
         `${path} holds a '${ckpt.meta.config.model.arch}' model but --arch is '${this.deps.config.model.arch}'; use another --save-dir or the same --arch`,
       );
     }
+    // as fairseq, the command line wins; but a changed option can change what trained weights mean
+    // (e.g. --pred-length-offset), so say which differ
+    const changed = optionChanges(ckpt.meta.config.model.options, this.deps.config.model.options);
+    if (changed.length > 0) {
+      this.deps.log.warn({ path, changed }, `model options differ from ${path}, the command line's are used: ${changed.join(', ')}`);
+    }
     loadWeights(this.deps.model.params, ckpt.weights);
     if (!weightsOnly) {
       loadOptimizerState(this.optimizer, ckpt, this.deps.model.params);
@@ -463,4 +469,16 @@ function atomicCopy(from: string, to: string): void {
   const tmp = join(dirname(to), `.${basename(to)}.tmp-${process.pid}`);
   copyFileSync(from, tmp);
   renameSync(tmp, to);
+}
+
+/** "name: stored -> now" for every option whose value differs (by JSON) between two option records. */
+export function optionChanges(stored: object, now: object): string[] {
+  const a = stored as Record<string, unknown>;
+  const b = now as Record<string, unknown>;
+  const out: string[] = [];
+  for (const k of [...new Set([...Object.keys(a), ...Object.keys(b)])].sort()) {
+    const [x, y] = [JSON.stringify(a[k]), JSON.stringify(b[k])];
+    if (x !== y) out.push(`${k}: ${x ?? 'unset'} -> ${y ?? 'unset'}`);
+  }
+  return out;
 }
