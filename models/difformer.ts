@@ -69,15 +69,19 @@ function hasCrossKv(e: EncoderOut): e is EncoderOutWithCrossKv {
 export const LENGTH_CLASSES = 256;
 const LENGTH_OFFSET = 128;
 
-/** fairseq forward_length_prediction: tgt - src + 128 (offset) or tgt, clamped to [0, 255]; lengths count BOS/EOS. */
+/** The class before clamping: tgt - src + 128 (offset) or tgt; lengths count BOS/EOS. */
+function unclampedLengthClass(tgtLen: number, srcLen: number, offset: boolean): number {
+  return offset ? tgtLen - srcLen + LENGTH_OFFSET : tgtLen;
+}
+
+/** fairseq forward_length_prediction: the class clamped to [0, 255]. */
 export function lengthClass(tgtLen: number, srcLen: number, offset: boolean): number {
-  const c = offset ? tgtLen - srcLen + LENGTH_OFFSET : tgtLen;
-  return Math.min(LENGTH_CLASSES - 1, Math.max(0, c));
+  return Math.min(LENGTH_CLASSES - 1, Math.max(0, unclampedLengthClass(tgtLen, srcLen, offset)));
 }
 
 /** Whether the length head can name this pair's length: its unclamped class lies in [0, 255]. */
 export function lengthClassFits(tgtLen: number, srcLen: number, offset: boolean): boolean {
-  const c = offset ? tgtLen - srcLen + LENGTH_OFFSET : tgtLen;
+  const c = unclampedLengthClass(tgtLen, srcLen, offset);
   return c >= 0 && c < LENGTH_CLASSES;
 }
 

@@ -187,15 +187,15 @@ export async function runDistill(data: string, parsed: Record<string, unknown>):
 
   // sources the teacher has no positions for (it was trained without --truncate-source)
   const maxSrc = Math.min(task.opts.maxSourcePositions, modelPositionLimits(teacher.meta.config.model.options).maxSourcePositions);
+  // and pairs over --max-tokens, which batching would drop unseen (batches hold max(source, target))
   let tooLong = 0;
-  for (let i = 0; i < n; i++) if (dataset.src.sizes[i]! > 1 && dataset.srcSize(i) > maxSrc) tooLong++;
-  // batches hold max(source, target) tokens: a pair over --max-tokens would be dropped unseen
-  if (opts.maxTokens !== undefined) {
-    for (let i = 0; i < n; i++) {
-      const size = Math.max(dataset.srcSize(i), dataset.tgtSize(i));
-      if (dataset.srcSize(i) <= maxSrc && size > opts.maxTokens) {
-        throw new DifformerError('DIFFORMER_BAD_OPTION', `${opts.genSubset}: sentence ${i} has ${size} tokens (source or target, BOS/EOS included), more than --max-tokens ${opts.maxTokens}: raise --max-tokens or use --batch-size`);
-      }
+  const maxTokens = opts.maxTokens ?? Infinity;
+  for (let i = 0; i < n; i++) {
+    const src = dataset.srcSize(i);
+    if (src > maxSrc) {
+      if (dataset.src.sizes[i]! > 1) tooLong++;
+    } else if (Math.max(src, dataset.tgtSize(i)) > maxTokens) {
+      throw new DifformerError('DIFFORMER_BAD_OPTION', `${opts.genSubset}: sentence ${i} has ${Math.max(src, dataset.tgtSize(i))} tokens (source or target, BOS/EOS included), more than --max-tokens ${maxTokens}: raise --max-tokens or use --batch-size`);
     }
   }
   if (tooLong > 0) log.warn({ sentences: tooLong, maxSourcePositions: maxSrc }, `${tooLong} sources are longer than the teacher's ${maxSrc} positions: they keep their original targets`);
