@@ -194,8 +194,8 @@ export async function runDistill(data: string, parsed: Record<string, unknown>):
     const src = dataset.srcSize(i);
     if (src > maxSrc) {
       if (dataset.src.sizes[i]! > 1) tooLong++;
-    } else if (Math.max(src, dataset.tgtSize(i)) > maxTokens) {
-      throw new DifformerError('DIFFORMER_BAD_OPTION', `${opts.genSubset}: sentence ${i} has ${Math.max(src, dataset.tgtSize(i))} tokens (source or target, BOS/EOS included), more than --max-tokens ${maxTokens}: raise --max-tokens or use --batch-size`);
+    } else if (dataset.sampleTokens(i) > maxTokens) {
+      throw new DifformerError('DIFFORMER_BAD_OPTION', `${opts.genSubset}: sentence ${i} has ${dataset.sampleTokens(i)} tokens (source or target, BOS/EOS included), more than --max-tokens ${maxTokens}: raise --max-tokens or use --batch-size`);
     }
   }
   if (tooLong > 0) log.warn({ sentences: tooLong, maxSourcePositions: maxSrc }, `${tooLong} sources are longer than the teacher's ${maxSrc} positions: they keep their original targets`);

@@ -224,7 +224,7 @@ function fitting(dataset: LanguagePairDataset, first: number, limits: { maxSourc
   const kept: number[] = [];
   const bad: number[] = [];
   for (let i = 0; i < first; i++) {
-    const fits = dataset.srcSize(i) <= limits.maxSourcePositions && Math.max(dataset.srcSize(i), dataset.tgtSize(i)) <= limits.maxTokens;
+    const fits = dataset.srcSize(i) <= limits.maxSourcePositions && dataset.sampleTokens(i) <= limits.maxTokens;
     (fits ? kept : bad).push(i);
   }
   if (bad.length === 0) return kept;

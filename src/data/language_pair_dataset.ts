@@ -92,18 +92,32 @@ export class LanguagePairDataset {
     return this.tgt ? this.tgt.sizes[i]! + (this.prependBos ? 1 : 0) : 0;
   }
 
-  /** Indices whose sizes fit the limits; blank lines (EOS only) are skipped for training. */
-  validIndices(opts: BatchingOptions, skipEmpty: boolean): { kept: number[]; skipped: number } {
+  /** What pair i costs in a --max-tokens batch: its longer side, BOS/EOS included. */
+  sampleTokens(i: number): number {
+    return Math.max(this.srcSize(i), this.tgtSize(i));
+  }
+
+  /**
+   * Indices whose sizes fit the limits; blank lines (EOS only) are skipped for training.
+   * A pair longer than --max-tokens fits no batch: it is skipped and counted apart (fairseq
+   * stops with an assertion there), so callers can say which limit to raise.
+   */
+  validIndices(opts: BatchingOptions, skipEmpty: boolean): { kept: number[]; skipped: number; overMaxTokens: number } {
     const kept: number[] = [];
+    const maxTokens = opts.maxTokens ?? Infinity;
     let skipped = 0;
+    let overMaxTokens = 0;
     for (let i = 0; i < this.length; i++) {
       const s = this.srcSize(i);
       const t = this.tgtSize(i);
       const empty = this.src.sizes[i]! <= 1 || (this.tgt !== undefined && this.tgt.sizes[i]! <= 1);
       if (s > opts.maxSourcePositions || t > opts.maxTargetPositions || (skipEmpty && empty)) skipped++;
-      else kept.push(i);
+      else if (this.sampleTokens(i) > maxTokens) {
+        skipped++;
+        overMaxTokens++;
+      } else kept.push(i);
     }
-    return { kept, skipped };
+    return { kept, skipped, overMaxTokens };
   }
 
   /**
@@ -119,16 +133,17 @@ export class LanguagePairDataset {
     let cur: number[] = [];
     let curMax = 0;
     for (const i of order) {
-      const len = Math.max(this.srcSize(i), this.tgtSize(i));
+      const len = this.sampleTokens(i);
       const newMax = Math.max(curMax, len);
-      if (len > maxTokens) continue; // cannot fit in any batch; filtered by validIndices normally
+      // callers filter first (validIndices, generate's and distill's checks); never drop unseen
+      if (len > maxTokens) throw new DifformerError('DIFFORMER_BAD_OPTION', `sentence ${i} has ${len} tokens (source or target, BOS/EOS included), more than --max-tokens ${maxTokens}`);
       const wouldBe = cur.length + 1;
       if (cur.length > 0 && (wouldBe > maxSentences || newMax * wouldBe > maxTokens)) {
         // keep a multiple of `mult` where possible, carrying the remainder over
         const keep = cur.length >= mult ? cur.length - (cur.length % mult) : cur.length;
         out.push(cur.slice(0, keep));
         cur = cur.slice(keep);
-        curMax = cur.reduce((m, j) => Math.max(m, this.srcSize(j), this.tgtSize(j)), 0);
+        curMax = cur.reduce((m, j) => Math.max(m, this.sampleTokens(j)), 0);
       }
       cur.push(i);
       curMax = Math.max(curMax, len);

@@ -148,9 +148,13 @@ export class Trainer<M extends TrainableModel> {
       maxSourcePositions: deps.maxSourcePositions,
       maxTargetPositions: deps.maxTargetPositions,
     };
-    const { kept, skipped } = deps.train.validIndices(this.batching, true);
+    const { kept, skipped, overMaxTokens } = deps.train.validIndices(this.batching, true);
     if (kept.length === 0) throw new DifformerError('DIFFORMER_EMPTY_CORPUS', `no usable training pairs (${skipped} skipped as empty or too long)`);
-    if (skipped > 0) deps.log.warn({ skipped }, `skipped ${skipped} training pairs (empty, or longer than --max-source/target-positions)`);
+    const other = skipped - overMaxTokens;
+    if (other > 0) deps.log.warn({ skipped: other }, `skipped ${other} training pairs (empty, or longer than --max-source/target-positions)`);
+    if (overMaxTokens > 0) {
+      deps.log.warn({ skipped: overMaxTokens, maxTokens: this.batching.maxTokens }, `skipped ${overMaxTokens} training pairs longer than --max-tokens ${this.batching.maxTokens} (no batch can hold them; raise --max-tokens to train on them)`);
+    }
     this.trainBatches = deps.train.batches(kept, this.batching);
     for (const [name, v] of Object.entries(deps.model.params.toRecord())) this.paramNames.set(v.name, name);
   }

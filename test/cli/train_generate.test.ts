@@ -106,6 +106,13 @@ test('a whole epoch: train_/valid_ fields and per-epoch, best and last checkpoin
   for (const f of ['checkpoint_last.safetensors', 'checkpoint_best.safetensors', 'checkpoint1.safetensors']) assert.ok(files.includes(f), `${f} in ${files.join(' ')}`);
 });
 
+test('training pairs longer than --max-tokens are skipped with a count that names the limit, not dropped unseen', () => {
+  const r = runCli('difformer-train', trainArgs(join(tmp.path, 'ckT'), 1, ['--max-tokens', '16', '--no-save', '--disable-validation']));
+  assert.equal(r.code, 0, r.stderr);
+  const n = Number(/skipped (\d+) training pairs longer than --max-tokens 16/.exec(r.stderr)?.[1]);
+  assert.ok(n > 0, r.stderr);
+});
+
 test('generate prints S-/T-/H-/D-/P- lines and a final BLEU4 line that agrees with difformer-score', () => {
   const ckpt = join(tmp.path, 'ckA', 'checkpoint_last.safetensors');
   const g = runCli('difformer-generate', [BIN, '--path', ckpt, '--gen-subset', 'test', '--beam', '3', '--batch-size', '32', '--remove-bpe', 'sentencepiece', '--max-len-b', '10']);

@@ -45,14 +45,24 @@ test('batches keep (longest sentence) x (sentences) <= --max-tokens', () => {
   assert.deepEqual(ds.batches([0, 1, 2, 3], { ...noLimits, maxTokens: 16, batchSize: 1 }), [[2], [3], [0], [1]]);
 });
 
+test('a pair longer than --max-tokens is skipped and counted by validIndices, and never dropped unseen by batches', () => {
+  const { ds } = dataset();
+  // the long description (15 source tokens) fits the positions but not 12 tokens per batch
+  const limits = { ...noLimits, maxTokens: 12 };
+  assert.equal(ds.sampleTokens(3), 15);
+  assert.deepEqual(ds.validIndices(limits, true), { kept: [0, 1, 2], skipped: 1, overMaxTokens: 1 });
+  assert.deepEqual(ds.batches([0, 1, 2], limits), [[2, 0], [1]]);
+  assert.throws(() => ds.batches([0, 1, 2, 3], limits), /sentence 3 has 15 tokens .* more than --max-tokens 12/);
+});
+
 test('sources over --max-source-positions are skipped, or cut with --truncate-source', () => {
   const long = 3;
   const { ds: plain } = dataset({ prependBos: true });
   assert.equal(plain.srcSize(long), 14 + 1 + 1); // 14 words, BOS, EOS
-  assert.deepEqual(plain.validIndices({ ...noLimits, maxSourcePositions: 8 }, true), { kept: [0, 1, 2], skipped: 1 });
+  assert.deepEqual(plain.validIndices({ ...noLimits, maxSourcePositions: 8 }, true), { kept: [0, 1, 2], skipped: 1, overMaxTokens: 0 });
 
   const { ds, dict } = dataset({ prependBos: true, truncateSourceTo: 8 });
-  assert.deepEqual(ds.validIndices({ ...noLimits, maxSourcePositions: 8 }, true), { kept: [0, 1, 2, 3], skipped: 0 });
+  assert.deepEqual(ds.validIndices({ ...noLimits, maxSourcePositions: 8 }, true), { kept: [0, 1, 2, 3], skipped: 0, overMaxTokens: 0 });
   assert.equal(ds.srcSize(long), 8);
   assert.equal(ds.srcSize(0), 5); // short sources are untouched
   const b = ds.collate([long]);
