@@ -147,14 +147,14 @@ export function resolveDifformerOptions(arch = 'difformer', overrides: Partial<D
 }
 
 export const difformerOptionTable: OptionTable<DifformerOptions> = {
-  latentDim: intFlag('--latent-dim', 'dimension of z_t and of the embedding table'),
-  modelDim: intFlag('--model-dim', 'Transformer width (encoder/decoder embed dim)'),
-  encoderFfnEmbedDim: intFlag('--encoder-ffn-embed-dim', 'encoder FFN hidden dim'),
-  encoderLayers: intFlag('--encoder-layers', 'number of encoder layers'),
-  encoderAttentionHeads: intFlag('--encoder-attention-heads', 'encoder attention heads'),
-  decoderFfnEmbedDim: intFlag('--decoder-ffn-embed-dim', 'decoder FFN hidden dim'),
-  decoderLayers: intFlag('--decoder-layers', 'number of decoder layers'),
-  decoderAttentionHeads: intFlag('--decoder-attention-heads', 'decoder attention heads'),
+  latentDim: intFlag('--latent-dim', 'dimension of z_t and of the embedding table', 'N', 1),
+  modelDim: intFlag('--model-dim', 'Transformer width (encoder/decoder embed dim)', 'N', 1),
+  encoderFfnEmbedDim: intFlag('--encoder-ffn-embed-dim', 'encoder FFN hidden dim', 'N', 1),
+  encoderLayers: intFlag('--encoder-layers', 'number of encoder layers', 'N', 1),
+  encoderAttentionHeads: intFlag('--encoder-attention-heads', 'encoder attention heads', 'N', 1),
+  decoderFfnEmbedDim: intFlag('--decoder-ffn-embed-dim', 'decoder FFN hidden dim', 'N', 1),
+  decoderLayers: intFlag('--decoder-layers', 'number of decoder layers', 'N', 1),
+  decoderAttentionHeads: intFlag('--decoder-attention-heads', 'decoder attention heads', 'N', 1),
   dropout: floatFlag('--dropout', 'dropout probability', 'P'),
   attentionDropout: floatFlag('--attention-dropout', 'dropout on attention weights', 'P'),
   activationDropout: floatFlag('--activation-dropout', 'dropout after the FFN activation', 'P'),
@@ -170,7 +170,7 @@ export const difformerOptionTable: OptionTable<DifformerOptions> = {
   selfCond: boolFlag('--self-cond', 'self-conditioning on the previous z0 prediction'),
   selfCondBeforeProj: boolFlag('--self-cond-before-proj', 'concatenate self-conditioning inputs in latent space'),
   rescaleTimesteps: boolFlag('--rescale-timesteps', 'feed t*1000/T to the network'),
-  diffusionSteps: intFlag('--diffusion-steps', 'diffusion steps T'),
+  diffusionSteps: intFlag('--diffusion-steps', 'diffusion steps T', 'N', 1),
   noiseSchedule: choiceFlag('--noise-schedule', 'noise schedule during training', SCHEDULE_NAMES),
   rescalingFactor: floatFlag('--rescaling-factor', 'noise factor F used in training', 'F'),
   vpRf: boolFlag('--vp-rf', 'variance-preserving rescale of the schedule by F (noise not scaled)'),
@@ -178,8 +178,8 @@ export const difformerOptionTable: OptionTable<DifformerOptions> = {
   lengthLossFactor: floatFlag('--length-loss-factor', 'weight of the length loss'),
   sgLengthPred: boolFlag('--sg-length-pred', 'stop gradients from the length loss into the encoder'),
   applyBertInit: boolFlag('--apply-bert-init', 'BERT-style N(0, 0.02) init of the decoder'),
-  maxSourcePositions: intFlag('--max-source-positions', 'maximum source length'),
-  maxTargetPositions: intFlag('--max-target-positions', 'maximum target length'),
+  maxSourcePositions: intFlag('--max-source-positions', 'maximum source length', 'N', 1),
+  maxTargetPositions: intFlag('--max-target-positions', 'maximum target length', 'N', 1),
 };
 
 function sameDictionary(a: DictInfo, b: DictInfo): boolean {

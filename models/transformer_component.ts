@@ -21,16 +21,16 @@ import {
 } from './transformer.js';
 
 export const transformerOptionTable: OptionTable<TransformerOptions> = {
-  encoderEmbedDim: intFlag('--encoder-embed-dim', 'encoder embedding dimension'),
-  encoderFfnEmbedDim: intFlag('--encoder-ffn-embed-dim', 'encoder FFN hidden dimension'),
-  encoderLayers: intFlag('--encoder-layers', 'encoder layers'),
-  encoderAttentionHeads: intFlag('--encoder-attention-heads', 'encoder attention heads'),
+  encoderEmbedDim: intFlag('--encoder-embed-dim', 'encoder embedding dimension', 'N', 1),
+  encoderFfnEmbedDim: intFlag('--encoder-ffn-embed-dim', 'encoder FFN hidden dimension', 'N', 1),
+  encoderLayers: intFlag('--encoder-layers', 'encoder layers', 'N', 1),
+  encoderAttentionHeads: intFlag('--encoder-attention-heads', 'encoder attention heads', 'N', 1),
   encoderNormalizeBefore: boolFlag('--encoder-normalize-before', 'pre-LN encoder layers'),
   encoderLearnedPos: boolFlag('--encoder-learned-pos', 'learned encoder positions (default sinusoidal)'),
-  decoderEmbedDim: intFlag('--decoder-embed-dim', 'decoder embedding dimension'),
-  decoderFfnEmbedDim: intFlag('--decoder-ffn-embed-dim', 'decoder FFN hidden dimension'),
-  decoderLayers: intFlag('--decoder-layers', 'decoder layers'),
-  decoderAttentionHeads: intFlag('--decoder-attention-heads', 'decoder attention heads'),
+  decoderEmbedDim: intFlag('--decoder-embed-dim', 'decoder embedding dimension', 'N', 1),
+  decoderFfnEmbedDim: intFlag('--decoder-ffn-embed-dim', 'decoder FFN hidden dimension', 'N', 1),
+  decoderLayers: intFlag('--decoder-layers', 'decoder layers', 'N', 1),
+  decoderAttentionHeads: intFlag('--decoder-attention-heads', 'decoder attention heads', 'N', 1),
   decoderNormalizeBefore: boolFlag('--decoder-normalize-before', 'pre-LN decoder layers'),
   decoderLearnedPos: boolFlag('--decoder-learned-pos', 'learned decoder positions (default sinusoidal)'),
   dropout: floatFlag('--dropout', 'dropout probability'),
@@ -41,8 +41,8 @@ export const transformerOptionTable: OptionTable<TransformerOptions> = {
   shareDecoderInputOutputEmbed: boolFlag('--share-decoder-input-output-embed', 'tie the decoder input and output embeddings'),
   noScaleEmbedding: boolFlag('--no-scale-embedding', "don't scale embeddings by sqrt(dim)"),
   noTokenPositionalEmbeddings: boolFlag('--no-token-positional-embeddings', 'no position embeddings'),
-  maxSourcePositions: intFlag('--max-source-positions', 'max source length'),
-  maxTargetPositions: intFlag('--max-target-positions', 'max target length'),
+  maxSourcePositions: intFlag('--max-source-positions', 'max source length', 'N', 1),
+  maxTargetPositions: intFlag('--max-target-positions', 'max target length', 'N', 1),
 };
 
 /** The Transformer with the hooks the beam search generator uses. */

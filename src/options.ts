@@ -28,14 +28,17 @@ function badValue(flag: string, raw: string, want: string): never {
   throw new DifformerError('DIFFORMER_BAD_OPTION', `${flag} expects ${want}, got '${raw}'`);
 }
 
-export function intFlag(flag: string, help: string, arg = 'N'): FlagSpec<number> {
+/** An integer flag; `min` is the smallest meaningful value (1 for sizes, 0 for "0 = off"). */
+export function intFlag(flag: string, help: string, arg = 'N', min = -Infinity): FlagSpec<number> {
   return {
     flag,
     help,
     arg,
     parse: (raw) => {
+      // decimal digits only: Number() would take '' as 0 and '0x2' as 2
+      if (!/^\s*[+-]?\d+\s*$/.test(raw)) badValue(flag, raw, 'an integer');
       const v = Number(raw);
-      if (!Number.isInteger(v)) badValue(flag, raw, 'an integer');
+      if (v < min) badValue(flag, raw, `an integer >= ${min}`);
       return v;
     },
   };
@@ -196,7 +199,7 @@ export const commonOptionTable: OptionTable<CommonOptions> = {
     'wasm',
     'cpu',
   ] as const),
-  threads: intFlag('--threads', 'compute threads (0 = backend default)'),
+  threads: intFlag('--threads', 'compute threads (0 = backend default)', 'N', 0),
   wasmThreads: boolFlag('--wasm-threads', 'experimental: multi-threaded wasm under Node'),
   logFormat: choiceFlag('--log-format', 'log format on stderr', ['simple', 'json', 'none'] as const),
   userDir: optionalStringFlag('--user-dir', 'directory with a plugin (index.js) that registers tasks, models, criterions', 'DIR'),

@@ -145,6 +145,13 @@ export async function loadUserDir(dir: string): Promise<void> {
     throw new DifformerError('DIFFORMER_USER_DIR', `--user-dir ${dir}: failed to load ${entry}: ${(e as Error).message}`, { cause: e });
   }
   const register = (typeof mod.register === 'function' ? mod.register : mod.default) as unknown;
-  if (typeof register === 'function') await (register as (api: PluginApi) => unknown)(pluginApi);
+  if (typeof register === 'function') {
+    try {
+      await (register as (api: PluginApi) => unknown)(pluginApi);
+    } catch (e) {
+      if (e instanceof DifformerError) throw e; // the registry's own messages (a name taken twice) say enough
+      throw new DifformerError('DIFFORMER_USER_DIR', `--user-dir ${dir}: the plugin's register() failed: ${(e as Error).message}`, { cause: e });
+    }
+  }
   loadedUserDirs.add(abs);
 }

@@ -37,8 +37,8 @@ export const translationDefaults: Readonly<TranslationOptions> = Object.freeze({
 export const translationOptionTable: OptionTable<TranslationOptions> = {
   sourceLang: { ...optionalStringFlag('--source-lang', 'source language (inferred from the data-bin if omitted)', 'SRC'), short: '-s' },
   targetLang: { ...optionalStringFlag('--target-lang', 'target language (inferred from the data-bin if omitted)', 'TGT'), short: '-t' },
-  maxSourcePositions: intFlag('--max-source-positions', 'max number of tokens in the source sequence'),
-  maxTargetPositions: intFlag('--max-target-positions', 'max number of tokens in the target sequence'),
+  maxSourcePositions: intFlag('--max-source-positions', 'max number of tokens in the source sequence', 'N', 1),
+  maxTargetPositions: intFlag('--max-target-positions', 'max number of tokens in the target sequence', 'N', 1),
   truncateSource: boolFlag('--truncate-source', 'cut sources to --max-source-positions (kept in the checkpoint: generate cuts them the same way)'),
   prependBos: null,
 };
@@ -76,7 +76,13 @@ export class TranslationTask {
   }
 
   hasSplit(split: string): boolean {
-    return existsSync(join(this.dataDir, `${split}.${this.sourceLang}-${this.targetLang}.${this.sourceLang}.idx`));
+    return this.splitPrefix(split) !== undefined;
+  }
+
+  /** `<split>.<src>-<tgt>.` or, as fairseq, the reversed pair's files (a de-en bin read en->de). */
+  private splitPrefix(split: string): string | undefined {
+    const { sourceLang: s, targetLang: t } = this;
+    return [`${split}.${s}-${t}.`, `${split}.${t}-${s}.`].map((p) => join(this.dataDir, p)).find((p) => existsSync(`${p}${s}.idx`));
   }
 
   /** How every split is read (also raw input in interactive generation). */
@@ -89,13 +95,11 @@ export class TranslationTask {
   loadDataset(split: string): LanguagePairDataset {
     const cached = this.cache.get(split);
     if (cached) return cached;
-    const prefix = join(this.dataDir, `${split}.${this.sourceLang}-${this.targetLang}.`);
-    if (!existsSync(`${prefix}${this.sourceLang}.idx`)) {
+    const prefix = this.splitPrefix(split);
+    if (prefix === undefined) {
       const have = splitsIn(this.dataDir, this.sourceLang, this.targetLang);
-      throw new DifformerError(
-        'DIFFORMER_FILE_NOT_FOUND',
-        `split '${split}' not found in ${this.dataDir} (expected ${prefix}${this.sourceLang}.idx); available: ${have.join(', ') || 'none'}`,
-      );
+      const expected = join(this.dataDir, `${split}.${this.sourceLang}-${this.targetLang}.${this.sourceLang}.idx`);
+      throw new DifformerError('DIFFORMER_FILE_NOT_FOUND', `split '${split}' not found in ${this.dataDir} (expected ${expected}); available: ${have.join(', ') || 'none'}`);
     }
     const src = new IndexedDataset(`${prefix}${this.sourceLang}`);
     const tgt = existsSync(`${prefix}${this.targetLang}.idx`) ? new IndexedDataset(`${prefix}${this.targetLang}`) : undefined;
@@ -114,10 +118,8 @@ function loadDictionary(path: string): Dictionary {
 }
 
 function splitsIn(dir: string, src: string, tgt: string): string[] {
-  const suffix = `.${src}-${tgt}.${src}.idx`;
-  return readdirSync(dir)
-    .filter((f) => f.endsWith(suffix))
-    .map((f) => f.slice(0, -suffix.length));
+  const suffixes = [`.${src}-${tgt}.${src}.idx`, `.${tgt}-${src}.${src}.idx`];
+  return readdirSync(dir).flatMap((f) => suffixes.filter((x) => f.endsWith(x)).map((x) => f.slice(0, -x.length)));
 }
 
 /** Finds (src, tgt) from `<split>.<src>-<tgt>.<lang>.idx` names, as fairseq's infer_language_pair. */

@@ -3,6 +3,8 @@ import { test } from 'node:test';
 import { Command } from 'commander';
 import { addOptions, boolFlag, choiceFlag, floatsFlag, intFlag, readOptions, resolveOptions, type OptionTable } from '../src/options.js';
 import { DifformerError } from '../src/errors.js';
+import { generationOptionTable } from '../src/generate/generator.js';
+import { trainingOptionTable } from '../src/train/trainer_options.js';
 
 interface Opts {
   maxTokens: number;
@@ -13,7 +15,7 @@ interface Opts {
 }
 const defaults: Opts = { maxTokens: 4096, shareAll: false, betas: [0.9, 0.999], schedule: 'sqrt', internal: 'x' };
 const table: OptionTable<Opts> = {
-  maxTokens: intFlag('--max-tokens', 'tokens per batch'),
+  maxTokens: intFlag('--max-tokens', 'tokens per batch', 'N', 1),
   shareAll: boolFlag('--share-all', 'share'),
   betas: floatsFlag('--adam-betas', 'betas'),
   schedule: choiceFlag('--schedule', 'schedule', ['sqrt', 'linear'] as const),
@@ -38,7 +40,27 @@ test('only given flags are read; defaults < architecture < flags', () => {
 
 test('bad values name the flag', () => {
   assert.throws(() => parse(['--max-tokens', '1.5']), (e: unknown) => e instanceof DifformerError && /--max-tokens expects an integer, got '1.5'/.test(e.message));
+  // '' and hex would pass Number(); a size below its minimum is named with the bound
+  for (const raw of ['', ' ', '0x2', '1e3']) assert.throws(() => parse(['--max-tokens', raw]), /--max-tokens expects an integer, got/);
+  assert.throws(() => parse(['--max-tokens', '0']), /--max-tokens expects an integer >= 1, got '0'/);
+  assert.equal(parse(['--max-tokens', ' 16 ']).maxTokens, 16);
   assert.throws(() => parse(['--schedule', 'cosin']), /'cosin' is invalid. Allowed choices are sqrt, linear/);
+});
+
+test('sizes the tools cannot use are refused where they are declared', () => {
+  const bad: [OptionTable<object>, string, string][] = [
+    [generationOptionTable, '--beam', '0'],
+    [generationOptionTable, '--nbest', '-3'],
+    [trainingOptionTable, '--batch-size', '0'],
+    [trainingOptionTable, '--update-freq', '0'],
+    [trainingOptionTable, '--max-tokens', '-5'],
+    [trainingOptionTable, '--max-update', '-1'],
+  ];
+  for (const [t, flag, raw] of bad) {
+    const cmd = new Command('t').exitOverride();
+    addOptions(cmd, t);
+    assert.throws(() => readOptions(t, cmd.parse([flag, raw], { from: 'user' }).opts()), new RegExp(`${flag} expects an integer >= \\d, got '${raw}'`));
+  }
 });
 
 test('a flag declared twice with different kinds is a programming error', () => {

@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beforeEach, test } from 'node:test';
 import { DifformerError } from '../src/errors.js';
@@ -51,4 +53,14 @@ test('--user-dir loads a plugin that registers a model, an architecture and a cr
   assert.deepEqual(model.build({ width: 64 }, undefined), { kind: 'my_model', width: 64 });
   assert.equal(getCriterion('my_loss').name, 'my_loss');
   await assert.rejects(loadUserDir(join(FIXTURES, 'no-such-plugin')), isCode('DIFFORMER_USER_DIR'));
+});
+
+test('--user-dir: a plugin whose register() throws is named in one user error', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'plugin-'));
+  try {
+    writeFileSync(join(dir, 'index.js'), "export default function register() { throw new Error('missing peer dependency'); }\n");
+    await assert.rejects(loadUserDir(dir), (e: unknown) => isCode('DIFFORMER_USER_DIR')(e) && /register\(\) failed: missing peer dependency/.test((e as Error).message));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

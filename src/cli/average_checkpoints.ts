@@ -119,6 +119,9 @@ export async function runAverageCheckpoints(opts: AverageOptions): Promise<strin
     files = selectCheckpoints(candidates, sel);
   }
   if (files.length === 0) throw new DifformerError('DIFFORMER_FILE_NOT_FOUND', `no checkpoints (*${CHECKPOINT_EXT}) found in --inputs ${opts.inputs.join(' ')}`);
+  // an input would lose its optimizer state (checkpoint_last could no longer resume training)
+  const clobbered = files.find((f) => resolve(f) === resolve(opts.output!));
+  if (clobbered) throw new DifformerError('DIFFORMER_BAD_OPTION', `--output ${opts.output} is one of the checkpoints being averaged: write the average to a new file`);
   log.info({ inputs: files }, `averaging ${files.length} checkpoints: ${files.map((f) => basename(f)).join(', ')}`);
 
   // 3. average and write

@@ -16,6 +16,7 @@
 import { Command } from 'commander';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
+import { writeFileAtomic } from '../atomic.js';
 import type { Dictionary } from '../data/dictionary.js';
 import { IndexedDatasetBuilder } from '../data/indexed_dataset.js';
 import type { LanguagePairDataset } from '../data/language_pair_dataset.js';
@@ -64,9 +65,9 @@ export const distillOptionTable: OptionTable<DistillOptions> = {
   path: optionalStringFlag('--path', 'the teacher checkpoint (an autoregressive Transformer trained on DATA)', 'FILE'),
   destdir: optionalStringFlag('--destdir', 'the distilled data-bin to write', 'DIR'),
   genSubset: stringFlag('--gen-subset', 'split to distill (the others are copied unchanged)', 'SPLIT'),
-  batchSize: intFlag('--batch-size', 'sentences per batch (default 128 unless --max-tokens)'),
-  maxTokens: intFlag('--max-tokens', 'tokens per batch'),
-  shardSize: intFlag('--shard-size', 'sentences per resumable shard'),
+  batchSize: intFlag('--batch-size', 'sentences per batch (default 128 unless --max-tokens)', 'N', 1),
+  maxTokens: intFlag('--max-tokens', 'tokens per batch', 'N', 1),
+  shardSize: intFlag('--shard-size', 'sentences per resumable shard', 'N', 1),
   keepShards: boolFlag('--keep-shards', 'keep DESTDIR/.distill-shards/ (the distilled targets as text) after assembly'),
 };
 
@@ -100,13 +101,6 @@ function shardName(k: number): string {
   return `shard-${String(k).padStart(5, '0')}.txt`;
 }
 
-/** Writes a file atomically (temporary name in the same folder, then rename). */
-function writeAtomic(path: string, text: string): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, text);
-  renameSync(tmp, path);
-}
-
 /** Checks an earlier run's manifest, or writes this run's; returns the shards already done. */
 function prepareShards(dir: string, manifest: Manifest, nShards: number, shardLen: (k: number) => number): Set<number> {
   const log = getLogger();
@@ -124,7 +118,7 @@ function prepareShards(dir: string, manifest: Manifest, nShards: number, shardLe
       );
     }
   } else {
-    writeAtomic(path, `${JSON.stringify(manifest, null, 2)}\n`);
+    writeFileAtomic(path, `${JSON.stringify(manifest, null, 2)}\n`);
   }
   const done = new Set<number>();
   for (let k = 0; k < nShards; k++) {
@@ -227,7 +221,7 @@ export async function runDistill(data: string, parsed: Record<string, unknown>):
       const secs = Math.max(1e-3, (Date.now() - tDecode) / 1000);
       bar.update(already + decoded + inShard, { sps: ((decoded + inShard) / secs).toFixed(1) });
     });
-    writeAtomic(join(shardDir, shardName(k)), lines.map((l) => `${l}\n`).join(''));
+    writeFileAtomic(join(shardDir, shardName(k)), lines.map((l) => `${l}\n`).join(''));
     decoded += lines.length;
     const secs = (Date.now() - tShard) / 1000;
     log.info({ shard: k, shards: nShards, sentences: lines.length, seconds: secs }, `shard ${k + 1}/${nShards}: ${lines.length} sentences in ${secs.toFixed(1)}s (${(lines.length / Math.max(secs, 1e-6)).toFixed(1)} sentences/s)`);

@@ -8,7 +8,9 @@
  * with the data-bin's spm.model and source dictionary, and H-/D-/P- lines are printed.
  */
 import { Command } from 'commander';
-import { createWriteStream, mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
+import { writeFileAtomic } from '../atomic.js';
+import { readLines } from '../data/text.js';
 import { join } from 'node:path';
 import type { Dictionary } from '../data/dictionary.js';
 import { LanguagePairDataset, type Batch } from '../data/language_pair_dataset.js';
@@ -68,8 +70,8 @@ export const generateDefaults: Readonly<GenerateOptions> = Object.freeze({
 export const generateOptionTable: OptionTable<GenerateOptions> = {
   path: optionalStringFlag('--path', 'checkpoint to generate with; MODEL:RERANKER for rerankers', 'FILE'),
   genSubset: stringFlag('--gen-subset', 'data split to generate from', 'SPLIT'),
-  batchSize: intFlag('--batch-size', 'sentences per batch'),
-  maxTokens: intFlag('--max-tokens', 'tokens per batch'),
+  batchSize: intFlag('--batch-size', 'sentences per batch', 'N', 1),
+  maxTokens: intFlag('--max-tokens', 'tokens per batch', 'N', 1),
   resultsPath: optionalStringFlag('--results-path', 'write output to DIR/generate-<subset>.txt instead of stdout', 'DIR'),
   quiet: boolFlag('--quiet', 'only print the final score line'),
   removeBpe: optionalStringFlag('--remove-bpe', "remove subword markers: 'sentencepiece' or a BPE continuation string such as '@@ '", 'KIND'),
@@ -77,7 +79,7 @@ export const generateOptionTable: OptionTable<GenerateOptions> = {
   input: optionalStringFlag('--input', "'-' reads raw source sentences from stdin (interactive mode)", 'FILE'),
   sourceLang: { ...optionalStringFlag('--source-lang', 'source language (default: from the checkpoint)', 'SRC'), short: '-s' },
   targetLang: { ...optionalStringFlag('--target-lang', 'target language (default: from the checkpoint)', 'TGT'), short: '-t' },
-  maxSentences: intFlag('--max-sentences-to-generate', 'stop after this many sentences (0 = all)'),
+  maxSentences: intFlag('--max-sentences-to-generate', 'stop after this many sentences (0 = all)', 'N', 0),
   skipInvalidSizeInputsValidTest: boolFlag('--skip-invalid-size-inputs-valid-test', 'skip sentences longer than the model has positions for (or than --max-tokens) instead of failing'),
 };
 
@@ -127,11 +129,13 @@ export async function runGenerate(data: string, parsed: Record<string, unknown>)
   const generator: SequenceGenerator = buildGenerator(ckpt.meta.config.model.name, model, { task, extra: extra.map((e) => e.model), options: genOpts, seed: common.seed });
 
   // 3. what to decode
+  const what = opts.input !== undefined ? 'input' : opts.genSubset;
   let dataset: LanguagePairDataset;
   let rawSources: string[] | undefined;
   if (opts.input !== undefined) {
-    rawSources = readInput(opts.input);
-    dataset = await interactiveDataset(task, rawSources);
+    const lines = readLines(opts.input).lines;
+    rawSources = lines;
+    dataset = await interactiveDataset(task, lines);
   } else {
     dataset = task.loadDataset(opts.genSubset);
   }
@@ -139,7 +143,7 @@ export async function runGenerate(data: string, parsed: Record<string, unknown>)
   // fairseq's resolve_max_positions: the task's and every model's (rerankers read the sources too)
   const maxSourcePositions = Math.min(task.opts.maxSourcePositions, ...[main, ...extra].map((m) => modelPositionLimits(m.ckpt.meta.config.model.options).maxSourcePositions));
   const limits = { maxSourcePositions, maxTokens: opts.maxTokens ?? Infinity };
-  const indices = fitting(dataset, first, limits, opts.skipInvalidSizeInputsValidTest, opts.input !== undefined ? 'input' : opts.genSubset);
+  const indices = fitting(dataset, first, limits, opts.skipInvalidSizeInputsValidTest, what);
   const n = indices.length;
   const batches = dataset.batches(indices, {
     maxTokens: opts.maxTokens,
@@ -150,16 +154,12 @@ export async function runGenerate(data: string, parsed: Record<string, unknown>)
   });
 
   // 4. decode and print
-  let out: (line: string) => void = (l) => process.stdout.write(`${l}\n`);
-  let stream: ReturnType<typeof createWriteStream> | undefined;
-  if (opts.resultsPath) {
-    mkdirSync(opts.resultsPath, { recursive: true });
-    stream = createWriteStream(join(opts.resultsPath, `generate-${opts.genSubset}.txt`));
-    out = (l) => stream!.write(`${l}\n`);
-  }
+  // --results-path: written whole at the end, so a failed run leaves an earlier file intact
+  const results: string[] = [];
+  const out: (line: string) => void = opts.resultsPath ? (l) => results.push(l) : (l) => process.stdout.write(`${l}\n`);
   const hyps: string[] = new Array(first).fill('');
   const refs: string[] = new Array(first).fill('');
-  const bar = createProgress(`generate ${opts.input !== undefined ? 'input' : opts.genSubset}`, n, ' | {sps} sent/s');
+  const bar = createProgress(`generate ${what}`, n, ' | {sps} sent/s');
   const t0 = Date.now();
   let done = 0;
   let ntok = 0;
@@ -210,7 +210,10 @@ export async function runGenerate(data: string, parsed: Record<string, unknown>)
     if (task.metric === 'rouge') for (const l of rougeLines(h, r)) out(`Generate ${opts.genSubset} with beam=${generator.beamLabel}: ${l}`);
     out(`Generate ${opts.genSubset} with beam=${generator.beamLabel}: ${formatFairseqBleu(fairseqBleu(h, r), 4)}`);
   }
-  if (stream) await new Promise<void>((res) => stream!.end(res));
+  if (opts.resultsPath) {
+    mkdirSync(opts.resultsPath, { recursive: true });
+    writeFileAtomic(join(opts.resultsPath, `generate-${what}.txt`), results.map((l) => `${l}\n`).join(''));
+  }
   model.dispose();
   for (const e of extra) e.model.dispose();
 }
@@ -239,13 +242,6 @@ function fitting(dataset: LanguagePairDataset, first: number, limits: { maxSourc
   if (kept.length === 0) throw new DifformerError('DIFFORMER_BAD_DATA', `${what}: all ${first} sentences are too long (sentence ${i}: ${sizes}, but ${limit}); nothing to decode`);
   getLogger().warn({ skipped: bad.length, firstIds: bad.slice(0, 10) }, `${bad.length} sentence${bad.length > 1 ? 's' : ''} of ${what} skipped (longer than the model or --max-tokens allows; first: ${bad.slice(0, 10).join(', ')})`);
   return kept;
-}
-
-function readInput(input: string): string[] {
-  const text = input === '-' ? readFileSync(0, 'utf8') : readFileSync(input, 'utf8');
-  const lines = text.split('\n');
-  if (lines[lines.length - 1] === '') lines.pop();
-  return lines;
 }
 
 /** Raw sentences -> an in-memory dataset encoded like the data-bin (spm.model + dictionary). */

@@ -9,8 +9,8 @@
  * Everything is written into a temporary folder inside --destdir and renamed into place at the
  * end, so an interrupted run leaves no half data-bin.
  */
-import { accessSync, appendFileSync, constants, copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { accessSync, appendFileSync, constants, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { Dictionary } from '../data/dictionary.js';
 import { IndexedDatasetBuilder } from '../data/indexed_dataset.js';
 import { readParallel, readTextFile, type Corpus } from '../data/text.js';
@@ -89,11 +89,11 @@ export const preprocessOptionTable: OptionTable<PreprocessOptions> = {
   tgtdict: optionalStringFlag('--tgtdict', 'reuse given target dictionary', 'FP'),
   nwordssrc: intFlag('--nwordssrc', 'number of source words to retain (-1 = all)'),
   nwordstgt: intFlag('--nwordstgt', 'number of target words to retain (-1 = all)'),
-  thresholdsrc: intFlag('--thresholdsrc', 'map words appearing less than N times to <unk>'),
-  thresholdtgt: intFlag('--thresholdtgt', 'map words appearing less than N times to <unk>'),
-  paddingFactor: intFlag('--padding-factor', 'pad dictionary size to a multiple of N'),
-  workers: intFlag('--workers', "accepted for fairseq compatibility; encoding runs in one thread (SentencePiece encodes each distinct word once, ~75k lines/s)"),
-  spmVocabSize: intFlag('--spm-vocab-size', 'learn a SentencePiece model of this size on the training data (0 = input is already tokenized)'),
+  thresholdsrc: intFlag('--thresholdsrc', 'map words appearing less than N times to <unk>', 'N', 0),
+  thresholdtgt: intFlag('--thresholdtgt', 'map words appearing less than N times to <unk>', 'N', 0),
+  paddingFactor: intFlag('--padding-factor', 'pad dictionary size to a multiple of N', 'N', 1),
+  workers: intFlag('--workers', "accepted for fairseq compatibility; encoding runs in one thread (SentencePiece encodes each distinct word once, ~75k lines/s)", 'N', 0),
+  spmVocabSize: intFlag('--spm-vocab-size', 'learn a SentencePiece model of this size on the training data (0 = input is already tokenized)', 'N', 0),
   spmModelType: choiceFlag('--spm-model-type', 'SentencePiece model type', ['bpe', 'unigram'] as const),
   spmModel: optionalStringFlag('--spm-model', 'encode with this existing SentencePiece model instead of learning one', 'FILE'),
   tokenizer: choiceFlag('--tokenizer', "'wordpiece': BERT's tokenizer with --wordpiece-vocab (the dictionary keeps the pieces seen in training)", ['none', 'wordpiece'] as const),
@@ -178,6 +178,23 @@ export async function runPreprocess(opts: PreprocessOptions): Promise<Preprocess
         'DIFFORMER_NOT_WRITABLE',
         `${dictPath} already exists: remove it (or the whole --destdir), or reuse it with --srcdict/--tgtdict`,
       );
+    }
+    // the binaries already in --destdir were written with its dictionary: never swap it under them
+    if (existsSync(dictPath) && reused && existsSync(reused) && !sameBytes(dictPath, reused)) {
+      throw new DifformerError('DIFFORMER_NOT_WRITABLE', `${dictPath} already exists and differs from ${reused}: use a new --destdir, or pass ${dictPath} itself`);
+    }
+  }
+  const spmPath = join(opts.destdir, 'spm.model');
+  if (existsSync(spmPath)) {
+    if (opts.spmVocabSize > 0) {
+      throw new DifformerError('DIFFORMER_NOT_WRITABLE', `${spmPath} already exists: reuse it with --spm-model ${spmPath}, or use a new --destdir`);
+    }
+    if (opts.spmModel && existsSync(opts.spmModel) && !sameBytes(spmPath, opts.spmModel)) {
+      throw new DifformerError('DIFFORMER_NOT_WRITABLE', `${spmPath} already exists and differs from --spm-model ${opts.spmModel}: use a new --destdir`);
+    }
+    // adding a split to a SentencePiece data-bin: its text must be encoded the same way
+    if (!opts.spmModel && opts.tokenizer !== 'wordpiece') {
+      throw new DifformerError('DIFFORMER_BAD_OPTION', `${opts.destdir} holds a SentencePiece model: encode the new splits with it (--spm-model ${spmPath}), or use a new --destdir for pre-tokenized text`);
     }
   }
 
@@ -313,6 +330,10 @@ export async function runPreprocess(opts: PreprocessOptions): Promise<Preprocess
         const pct = ntok > 0 ? (100 * nunk) / ntok : 0;
         logLines.push(`[${lang}] ${corpus.path}: ${corpus.lines.length} sents, ${ntok} tokens, ${pct.toFixed(3)}% replaced by <unk>`);
         log.info({ split: split.name, lang, sentences: corpus.lines.length, tokens: ntok, unkPct: Number(pct.toFixed(3)) }, `binarized ${split.name}.${lang}`);
+        // a reused dictionary that does not match the text (wrong tokenization or language)
+        if (pct > 5 && split.name !== 'train') {
+          log.warn({ split: split.name, lang, unkPct: Number(pct.toFixed(1)) }, `${split.name}.${lang}: ${pct.toFixed(1)}% of the tokens are <unk>: is the text tokenized as the dictionary's (--spm-model)?`);
+        }
       }
       if (stats.blank > 0) logLines.push(`[${split.name}] ${stats.blank} blank line pairs kept as empty sequences`);
       result.splits.push(stats);
@@ -328,4 +349,8 @@ export async function runPreprocess(opts: PreprocessOptions): Promise<Preprocess
   } finally {
     cleanup();
   }
+}
+
+function sameBytes(a: string, b: string): boolean {
+  return resolve(a) === resolve(b) || readFileSync(a).equals(readFileSync(b));
 }

@@ -5,7 +5,6 @@
  *   sacrebleu  sacreBLEU's corpus BLEU with its tokenizer (13a default) and signature
  *   rouge      ROUGE-1/2/L precision/recall/F as Google's rouge-score (optional Porter stemmer)
  */
-import { readFileSync } from 'node:fs';
 import { readLines } from '../data/text.js';
 import { DifformerError } from '../errors.js';
 import { fairseqScoreLines, rougeLines, sacreBleuLines, sacreTokenize } from '../metrics/index.js';
@@ -48,7 +47,7 @@ export const scoreDefaults: Readonly<ScoreOptions> = Object.freeze({
 export const scoreOptionTable: OptionTable<ScoreOptions> = {
   sys: { ...stringFlag('--sys', "system output file ('-' = stdin)", 'FILE'), short: '-s' },
   ref: { ...optionalStringFlag('--ref', 'references file', 'FILE'), short: '-r' },
-  order: { ...intFlag('--order', 'consider n-grams up to this order'), short: '-o' },
+  order: { ...intFlag('--order', 'consider n-grams up to this order', 'N', 1), short: '-o' },
   ignoreCase: boolFlag('--ignore-case', 'case-insensitive scoring'),
   sentenceBleu: boolFlag('--sentence-bleu', 'report sentence-level BLEU (with +1 smoothing), one line per sentence'),
   metric: choiceFlag('--metric', 'what to compute', ['bleu', 'sacrebleu', 'rouge'] as const),
@@ -69,7 +68,7 @@ export const scoreOptionTable: OptionTable<ScoreOptions> = {
     'DATA_BIN',
   ),
   genSubset: stringFlag('--gen-subset', 'split for --source-reliance', 'SPLIT'),
-  numSentences: intFlag('--num-sentences', 'sentences for --source-reliance (the first N with a target)'),
+  numSentences: intFlag('--num-sentences', 'sentences for --source-reliance (the first N with a target)', 'N', 1),
   path: optionalStringFlag('--path', 'checkpoint for --anisotropy and --source-reliance', 'FILE'),
 };
 
@@ -135,18 +134,6 @@ async function sourceRelianceLines(path: string, data: string, subset: string, n
   ];
 }
 
-function readSys(path: string): string[] {
-  if (path !== '-') return readLines(path).lines;
-  let text: string;
-  try {
-    text = readFileSync(0, 'utf8');
-  } catch (e) {
-    throw new DifformerError('DIFFORMER_FILE_UNREADABLE', `cannot read the system output from stdin: ${(e as Error).message}`);
-  }
-  const lines = text.split('\n');
-  if (lines[lines.length - 1] === '') lines.pop();
-  return lines;
-}
 
 /** Computes the requested score and returns the lines to print (also printed to stdout). */
 export async function runScore(opts: ScoreOptions, out: (line: string) => void = (l) => process.stdout.write(`${l}\n`)): Promise<string[]> {
@@ -164,7 +151,7 @@ export async function runScore(opts: ScoreOptions, out: (line: string) => void =
   }
   if (!opts.ref) throw new DifformerError('DIFFORMER_BAD_OPTION', '--ref is required');
   const ref = readLines(opts.ref).lines;
-  const sys = readSys(opts.sys);
+  const sys = readLines(opts.sys).lines;
   if (sys.length !== ref.length) {
     throw new DifformerError(
       'DIFFORMER_LINE_COUNT_MISMATCH',

@@ -7,6 +7,7 @@
  * the chosen components' own option tables are added, so `--help` lists them too.
  */
 import { Command } from 'commander';
+import { DifformerError } from '../errors.js';
 import { getLogger } from '../log.js';
 import { addOptions, boolFlag, intFlag, readOptions, resolveOptions, commonDefaults, commonOptionTable, type CommonOptions, type OptionTable } from '../options.js';
 import { generatorOptionTables, resolveGeneratorOptions, buildGenerator } from '../generate/index.js';
@@ -34,7 +35,7 @@ export const evalDefaults: Readonly<EvalOptions> = Object.freeze({ evalBleu: fal
 export const evalOptionTable: OptionTable<EvalOptions> = {
   evalBleu: boolFlag('--eval-bleu', 'decode the valid set at each validation and report BLEU (and ROUGE for summarization); generation flags (--beam, --lenpen, ...) apply'),
   evalTokenizedBleu: boolFlag('--eval-tokenized-bleu', 'BLEU on whitespace tokens instead of sacreBLEU 13a'),
-  evalBleuMaxSentences: intFlag('--eval-bleu-max-sentences', 'decode at most N valid sentences for --eval-bleu (0 = all)'),
+  evalBleuMaxSentences: intFlag('--eval-bleu-max-sentences', 'decode at most N valid sentences for --eval-bleu (0 = all)', 'N', 0),
 };
 
 export interface ComponentChoice {
@@ -109,7 +110,11 @@ export async function runTrain(data: string, choice: ComponentChoice, parsed: Re
   limitPositions(taskOpts, modelOpts);
   const task = await taskC.setup(taskOpts, data);
   const train = task.loadDataset(training.trainSubset);
-  const valid = task.hasSplit(training.validSubset) ? task.loadDataset(training.validSubset) : undefined;
+  // as fairseq, a missing valid split is an error (a typo in --valid-subset must not turn validation off unseen)
+  if (!training.disableValidation && !task.hasSplit(training.validSubset)) {
+    throw new DifformerError('DIFFORMER_FILE_NOT_FOUND', `no '${training.validSubset}' split in ${data} (--valid-subset): preprocess one with --validpref, or train without validation (--disable-validation)`);
+  }
+  const valid = training.disableValidation ? undefined : task.loadDataset(training.validSubset);
   log.info({ task: choice.task, src: task.sourceLang, tgt: task.targetLang, srcDict: task.srcDict.size, tgtDict: task.tgtDict.size, train: train.length, valid: valid?.length ?? 0 }, `[${task.sourceLang}] dictionary: ${task.srcDict.size} types, [${task.targetLang}] dictionary: ${task.tgtDict.size} types`);
 
   warnLengthClasses(train, taskOpts, modelOpts);

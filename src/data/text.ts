@@ -14,14 +14,18 @@ export function resolveCorpusPath(path: string): string {
   throw new DifformerError('DIFFORMER_FILE_NOT_FOUND', `file not found: ${path}`);
 }
 
+/** The whole file as text; `-` reads standard input (interactive decoding, score --sys -). */
 export function readTextFile(path: string): string {
-  const real = resolveCorpusPath(path);
+  const real = path === '-' ? 'stdin' : resolveCorpusPath(path);
   let buf: Buffer;
   try {
-    if (statSync(real).isDirectory()) throw new Error('is a directory');
-    accessSync(real, constants.R_OK);
-    buf = readFileSync(real);
-    if (real.endsWith('.gz')) buf = gunzipSync(buf);
+    if (path === '-') buf = readFileSync(0);
+    else {
+      if (statSync(real).isDirectory()) throw new Error('is a directory');
+      accessSync(real, constants.R_OK);
+      buf = readFileSync(real);
+      if (real.endsWith('.gz')) buf = gunzipSync(buf);
+    }
   } catch (e) {
     throw new DifformerError('DIFFORMER_FILE_UNREADABLE', `cannot read ${real}: ${(e as Error).message}`, { cause: e });
   }
@@ -57,7 +61,7 @@ export interface Corpus {
   blank: number;
 }
 
-/** Lines of a text file (a final newline does not make an extra empty line). */
+/** Lines of a text file or `-` (stdin); a final newline makes no extra line, CRLF reads as LF. */
 export function readLines(path: string): Corpus {
   const text = readTextFile(path);
   const lines = text.split('\n');
@@ -65,7 +69,7 @@ export function readLines(path: string): Corpus {
   for (let i = 0; i < lines.length; i++) if (lines[i]!.endsWith('\r')) lines[i] = lines[i]!.slice(0, -1);
   let blank = 0;
   for (const l of lines) if (l.trim() === '') blank++;
-  return { path: resolveCorpusPath(path), lines, blank };
+  return { path: path === '-' ? 'stdin' : resolveCorpusPath(path), lines, blank };
 }
 
 /** Reads two parallel files and checks they pair up line by line and are not empty. */

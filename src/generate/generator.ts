@@ -41,12 +41,12 @@ export const generationDefaults: Readonly<GenerationOptions> = Object.freeze({
 });
 
 export const generationOptionTable: OptionTable<GenerationOptions> = {
-  beam: intFlag('--beam', 'beam size'),
-  nbest: intFlag('--nbest', 'number of hypotheses to output'),
+  beam: intFlag('--beam', 'beam size', 'N', 1),
+  nbest: intFlag('--nbest', 'number of hypotheses to output', 'N', 1),
   lenpen: floatFlag('--lenpen', 'length penalty: scores are divided by length^lenpen'),
   maxLenA: floatFlag('--max-len-a', 'generate sequences of at most a*srclen + b tokens'),
-  maxLenB: intFlag('--max-len-b', 'generate sequences of at most a*srclen + b tokens'),
-  minLen: intFlag('--min-len', 'minimum generation length'),
+  maxLenB: intFlag('--max-len-b', 'generate sequences of at most a*srclen + b tokens', 'N', 0),
+  minLen: intFlag('--min-len', 'minimum generation length', 'N', 0),
   unkpen: floatFlag('--unkpen', 'unknown word penalty (positive: fewer <unk>)'),
 };
 

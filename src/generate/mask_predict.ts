@@ -66,8 +66,8 @@ export const maskPredictGenerationDefaults: Readonly<MaskPredictGenerationOption
 });
 
 export const maskPredictGenerationOptionTable: OptionTable<MaskPredictGenerationOptions> = {
-  iterDecodeMaxIter: intFlag('--iter-decode-max-iter', 'M: refinement iterations (M+1 decoder passes)', 'M'),
-  iterDecodeWithBeam: intFlag('--iter-decode-with-beam', 'length beam: candidate lengths around the predicted length'),
+  iterDecodeMaxIter: intFlag('--iter-decode-max-iter', 'M: refinement iterations (M+1 decoder passes)', 'M', 0),
+  iterDecodeWithBeam: intFlag('--iter-decode-with-beam', 'length beam: candidate lengths around the predicted length', 'N', 1),
   iterDecodeForceMaxIter: boolFlag('--iter-decode-force-max-iter', 'run all M+1 passes (no adaptive stop): real Mask-Predict'),
   iterDecodeWithExternalReranker: boolFlag('--iter-decode-with-external-reranker', 'rerank length candidates with the last model of --path (autoregressive)'),
   iterDecodeEosPenalty: floatFlag('--iter-decode-eos-penalty', 'accepted for fairseq compatibility; used only by the Levenshtein Transformer'),

@@ -4,8 +4,8 @@
  * then the raw little-endian tensor bytes. Writes go to a temporary name in the same folder
  * and are renamed into place, so a crash never leaves a half file.
  */
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { dirname, basename, join } from 'node:path';
+import { closeSync, fsyncSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { commitTemp, tempPathFor } from '../atomic.js';
 import { DifformerError } from '../errors.js';
 
 export type DType = 'F32' | 'I32' | 'F64';
@@ -34,7 +34,7 @@ export function writeSafetensors(path: string, tensors: Map<string, NamedArray>,
   if (pad) json = Buffer.concat([json, Buffer.alloc(pad, 0x20)]);
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(BigInt(json.length));
-  const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}`);
+  const tmp = tempPathFor(path);
   const fd = openSync(tmp, 'w');
   try {
     writeSync(fd, len);
@@ -50,7 +50,7 @@ export function writeSafetensors(path: string, tensors: Map<string, NamedArray>,
     throw new DifformerError('DIFFORMER_NOT_WRITABLE', `cannot write ${path}: ${(e as Error).message}`);
   }
   closeSync(fd);
-  renameSync(tmp, path);
+  commitTemp(tmp, path);
 }
 
 export function readSafetensors(path: string): { tensors: Map<string, NamedArray>; metadata: Record<string, string> } {

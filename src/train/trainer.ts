@@ -6,8 +6,9 @@
  * every checkpoint, so a run killed at any point resumes from checkpoint_last exactly.
  */
 import * as tf from '@tensorflow/tfjs';
-import { existsSync, mkdirSync, copyFileSync, renameSync } from 'node:fs';
-import { join, dirname, basename } from 'node:path';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { copyFileAtomic } from '../atomic.js';
 import type { Batch, BatchingOptions, LanguagePairDataset } from '../data/language_pair_dataset.js';
 import { shuffled } from '../data/language_pair_dataset.js';
 import { DifformerError } from '../errors.js';
@@ -138,6 +139,7 @@ export class Trainer<M extends TrainableModel> {
   ) {
     const b = opts.adamBetas;
     this.optimizer = new Adam({ betas: [b[0] ?? 0.9, b[1] ?? 0.999], eps: opts.adamEps, weightDecay: opts.weightDecay });
+    if (!(opts.lr > 0)) throw new DifformerError('DIFFORMER_BAD_OPTION', `--lr must be positive (got ${opts.lr})`);
     if (opts.maxTokens === undefined && opts.batchSize === undefined) {
       throw new DifformerError('DIFFORMER_BAD_OPTION', 'give --max-tokens or --batch-size');
     }
@@ -245,7 +247,7 @@ export class Trainer<M extends TrainableModel> {
       copies.push(checkpointNames.best());
       if (o.keepBestCheckpoints > 0) copies.push(checkpointNames.bestOf(o.bestCheckpointMetric, metric));
     }
-    for (const name of copies) atomicCopy(last, join(o.saveDir, name));
+    for (const name of copies) copyFileAtomic(last, join(o.saveDir, name));
     // pruning, as fairseq: newest N interval/epoch checkpoints, best N by score
     if (o.keepIntervalUpdates > 0) pruneCheckpoints(o.saveDir, /^checkpoint_\d+_(\d+)\.safetensors$/, o.keepIntervalUpdates, (a, b) => b - a);
     if (o.keepLastEpochs > 0) pruneCheckpoints(o.saveDir, /^checkpoint(\d+)\.safetensors$/, o.keepLastEpochs, (a, b) => b - a);
@@ -467,12 +469,6 @@ export class Trainer<M extends TrainableModel> {
     log.info({ numUpdates: this.progress.numUpdates, epoch: this.progress.epoch, reason: stopped }, `done training: ${stopped}`);
     return { numUpdates: this.progress.numUpdates, epoch: this.progress.epoch, lastTrainLoss: this.lastTrainLoss, bestMetric: this.progress.bestMetric, stoppedBecause: stopped };
   }
-}
-
-function atomicCopy(from: string, to: string): void {
-  const tmp = join(dirname(to), `.${basename(to)}.tmp-${process.pid}`);
-  copyFileSync(from, tmp);
-  renameSync(tmp, to);
 }
 
 /** "name: stored -> now" for every option whose value differs (by JSON) between two option records. */

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { copyFileSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { Dictionary } from '../../src/data/dictionary.js';
@@ -125,4 +125,22 @@ test('--srcdict reuse gives an identical dictionary (as difformer-distill needs)
   const r = runCli('difformer-preprocess', ['-s', 'de', '-t', 'en', '--trainpref', join(RAW, 'valid'), '--destdir', dest, '--srcdict', join(tmp.path, 'reuse.txt'), '--joined-dictionary']);
   assert.equal(r.code, 0, r.stderr);
   assert.equal(readFileSync(join(dest, 'dict.en.txt'), 'utf8'), readFileSync(src, 'utf8'));
+});
+
+test('held-out text into an existing SentencePiece data-bin: its dictionaries and spm.model, or one clear refusal', () => {
+  const bin = join(tmp.path, 'bin-heldout');
+  cpSync(join(tmp.path, 'bin-spm'), bin, { recursive: true });
+  const dicts = ['--srcdict', join(bin, 'dict.de.txt'), '--tgtdict', join(bin, 'dict.en.txt')];
+  const args = ['-s', 'de', '-t', 'en', '--testpref', join(RAW, 'test'), '--destdir', bin];
+  const before = readFileSync(join(bin, 'dict.de.txt'), 'utf8');
+  // without the data-bin's SentencePiece model the words would mostly become <unk>
+  assertUserError(runCli('difformer-preprocess', [...args, ...dicts]), /holds a SentencePiece model: encode the new splits with it \(--spm-model .*spm\.model\)/);
+  // another dictionary would no longer match the train/valid binaries already there
+  assertUserError(runCli('difformer-preprocess', [...args, '--srcdict', join(tmp.path, 'bin-plain', 'dict.de.txt'), '--tgtdict', join(bin, 'dict.en.txt'), '--spm-model', join(bin, 'spm.model')]), /dict\.de\.txt already exists and differs from .*bin-plain/);
+  assert.equal(readFileSync(join(bin, 'dict.de.txt'), 'utf8'), before, 'dictionary untouched');
+  const ok = runCli('difformer-preprocess', [...args, ...dicts, '--spm-model', join(bin, 'spm.model'), '--log-format', 'json']);
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.doesNotMatch(ok.stderr, /are <unk>/);
+  assert.equal(new IndexedDataset(join(bin, 'test.de-en.de')).length, readFileSync(join(RAW, 'test.de'), 'utf8').trimEnd().split('\n').length);
+  assert.equal(readFileSync(join(bin, 'dict.de.txt'), 'utf8'), before);
 });

@@ -3,7 +3,7 @@
  * output format, and the user errors of training and generation.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { FIXTURES, runCli, tempDir } from '../helpers.js';
@@ -113,6 +113,15 @@ test('training pairs longer than --max-tokens are skipped with a count that name
   assert.ok(n > 0, r.stderr);
 });
 
+test('a de-en data-bin trains en->de too (fairseq reads the reversed pair\'s files); a missing valid split is an error', () => {
+  const r = runCli('difformer-train', trainArgs(join(tmp.path, 'ckR'), 1, ['-s', 'en', '-t', 'de', '--no-save']));
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /\[en\] dictionary: \d+ types, \[de\] dictionary/);
+  const typo = runCli('difformer-train', trainArgs(join(tmp.path, 'ckR'), 1, ['--valid-subset', 'vaild', '--no-save']));
+  assert.equal(typo.code, 1, typo.stderr);
+  assert.match(typo.stderr, /no 'vaild' split in .* \(--valid-subset\): .*--disable-validation/);
+});
+
 test('generate prints S-/T-/H-/D-/P- lines and a final BLEU4 line that agrees with difformer-score', () => {
   const ckpt = join(tmp.path, 'ckA', 'checkpoint_last.safetensors');
   const g = runCli('difformer-generate', [BIN, '--path', ckpt, '--gen-subset', 'test', '--beam', '3', '--batch-size', '32', '--remove-bpe', 'sentencepiece', '--max-len-b', '10']);
@@ -136,7 +145,12 @@ test('generate prints S-/T-/H-/D-/P- lines and a final BLEU4 line that agrees wi
   const q = runCli('difformer-generate', [BIN, '--path', ckpt, '--beam', '1', '--quiet', '--results-path', join(tmp.path, 'res'), '--max-len-b', '10']);
   assert.equal(q.code, 0, q.stderr);
   assert.equal(q.stdout, '');
-  assert.ok(existsSync(join(tmp.path, 'res', 'generate-test.txt')));
+  const written = readFileSync(join(tmp.path, 'res', 'generate-test.txt'), 'utf8');
+  assert.match(written, /^Generate test with beam=1: BLEU4 = /);
+  // a later run that fails leaves the earlier results whole (the file is replaced only at the end)
+  const bad = runCli('difformer-generate', [BIN, '--path', ckpt, '--beam', '1', '--results-path', join(tmp.path, 'res'), '--max-tokens', '3']);
+  assert.equal(bad.code, 1, bad.stderr);
+  assert.equal(readFileSync(join(tmp.path, 'res', 'generate-test.txt'), 'utf8'), written);
 });
 
 test('interactive: --input - reads raw sentences, encodes them with the data-bin spm model', () => {
@@ -146,6 +160,14 @@ test('interactive: --input - reads raw sentences, encodes them with the data-bin
   assert.match(g.stdout, /^S-0\tDatei öffnen\nH-0\t-[\d.]+\t.*\nD-0\t/m);
   assert.match(g.stdout, /^S-1\tDrucken$/m);
   assert.doesNotMatch(g.stdout, /BLEU4/);
+  // input as the preprocess reads it: CRLF line ends, a missing file is one user error
+  const crlf = runCli('difformer-generate', [BIN, '--path', ckpt, '--input', '-', '--beam', '1', '--max-len-b', '3'], { input: 'Drucken\r\nSpeichern\r\n' });
+  assert.equal(crlf.code, 0, crlf.stderr);
+  assert.match(crlf.stdout, /^S-1\tSpeichern$/m);
+  assert.doesNotMatch(crlf.stdout, /\r/);
+  const missing = runCli('difformer-generate', [BIN, '--path', ckpt, '--input', join(tmp.path, 'no-such-input.txt')]);
+  assert.equal(missing.code, 1, missing.stderr);
+  assert.match(missing.stderr, /file not found: .*no-such-input\.txt/);
 });
 
 test('generate: a source longer than the model reads fails before decoding, or is skipped with --skip-invalid-size-inputs-valid-test', () => {

@@ -4,7 +4,7 @@
  * and the user errors (no inputs, shape and dictionary mismatches).
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { after, test } from 'node:test';
 import { averageWeights, metricDirection, parseCheckpointName, selectCheckpoints } from '../../src/train/average.js';
@@ -129,6 +129,12 @@ test('average-checkpoints: user errors', async () => {
   await assert.rejects(runAverageCheckpoints(opts({ inputs: [dir], output: out, numEpochCheckpoints: 1, numBestCheckpoints: 1 })), isUser(/only one of/));
   writeFileSync(join(dir, 'junk.safetensors'), 'no');
   await assert.rejects(runAverageCheckpoints(opts({ inputs: [join(dir, 'junk.safetensors'), a], output: out })), isUser(/junk\.safetensors/));
+  // writing over an input would lose its optimizer state; a folder as --output is one error, no temp file left
+  await assert.rejects(runAverageCheckpoints(opts({ inputs: [dir], output: c, numEpochCheckpoints: 1 })), isUser(/--output .*checkpoint3\.safetensors is one of the checkpoints being averaged/));
+  const folder = join(tmp.path, 'a-folder');
+  mkdirSync(folder, { recursive: true });
+  await assert.rejects(runAverageCheckpoints(opts({ inputs: [a], output: folder })), isUser(/cannot write .*a-folder: is a directory/));
+  assert.deepEqual(readdirSync(tmp.path).filter((f) => f.includes('.tmp-')), []);
   // the bin: one line on stderr, exit 1
   const r = runCli('difformer-average-checkpoints', ['--output', out]);
   assert.equal(r.code, 1);

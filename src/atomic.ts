@@ -1,0 +1,45 @@
+/**
+ * Writes that never leave a half file under the final name: a temporary name in the same folder,
+ * then a rename (atomic on one file system). A failure removes the temporary file and names the
+ * destination, so what an earlier run wrote there stays whole.
+ */
+import { copyFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { DifformerError } from './errors.js';
+
+export function tempPathFor(path: string): string {
+  return join(dirname(path), `.${basename(path)}.tmp-${process.pid}`);
+}
+
+/** Moves a finished temporary file into place; a folder in the way is one clear error. */
+export function commitTemp(tmp: string, path: string): void {
+  try {
+    if (statSync(path, { throwIfNoEntry: false })?.isDirectory()) throw new Error('is a directory');
+    renameSync(tmp, path);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw new DifformerError('DIFFORMER_NOT_WRITABLE', `cannot write ${path}: ${(e as Error).message}`);
+  }
+}
+
+export function writeFileAtomic(path: string, text: string): void {
+  const tmp = tempPathFor(path);
+  try {
+    writeFileSync(tmp, text);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw new DifformerError('DIFFORMER_NOT_WRITABLE', `cannot write ${path}: ${(e as Error).message}`);
+  }
+  commitTemp(tmp, path);
+}
+
+export function copyFileAtomic(from: string, to: string): void {
+  const tmp = tempPathFor(to);
+  try {
+    copyFileSync(from, tmp);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw new DifformerError('DIFFORMER_NOT_WRITABLE', `cannot write ${to}: ${(e as Error).message}`);
+  }
+  commitTemp(tmp, to);
+}
