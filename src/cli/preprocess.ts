@@ -13,7 +13,7 @@ import { accessSync, appendFileSync, constants, copyFileSync, existsSync, mkdirS
 import { join, resolve } from 'node:path';
 import { Dictionary } from '../data/dictionary.js';
 import { IndexedDatasetBuilder } from '../data/indexed_dataset.js';
-import { readParallel, readTextFile, type Corpus } from '../data/text.js';
+import { readLines, readParallel, readTextFile, type Corpus } from '../data/text.js';
 import { DifformerError } from '../errors.js';
 import { getLogger } from '../log.js';
 import {
@@ -50,6 +50,7 @@ export interface PreprocessOptions {
   wordpieceVocab: string | undefined;
   lowercase: boolean;
   stripAccents: boolean | undefined;
+  onlySource: boolean;
 }
 
 export const preprocessDefaults: Readonly<PreprocessOptions> = Object.freeze({
@@ -75,6 +76,7 @@ export const preprocessDefaults: Readonly<PreprocessOptions> = Object.freeze({
   wordpieceVocab: undefined,
   lowercase: false,
   stripAccents: undefined,
+  onlySource: false,
 });
 
 export const preprocessOptionTable: OptionTable<PreprocessOptions> = {
@@ -100,13 +102,15 @@ export const preprocessOptionTable: OptionTable<PreprocessOptions> = {
   wordpieceVocab: optionalStringFlag('--wordpiece-vocab', "BERT's vocab.txt for --tokenizer wordpiece", 'FILE'),
   lowercase: boolFlag('--lowercase', 'wordpiece: lowercase (uncased BERT models); also strips accents unless --no-strip-accents'),
   stripAccents: boolFlag('--strip-accents', 'wordpiece: strip accents (NFD, drop combining marks)'),
+  onlySource: boolFlag('--only-source', 'binarize only the source side (held-out text without references); needs the dictionaries of an existing data-bin'),
 };
 
 interface Split {
   name: string; // train, valid, valid1, test, ...
   prefix: string;
   src: Corpus;
-  tgt: Corpus;
+  /** Absent with --only-source. */
+  tgt: Corpus | undefined;
 }
 
 export interface PreprocessResult {
@@ -150,6 +154,9 @@ export async function runPreprocess(opts: PreprocessOptions): Promise<Preprocess
   const src = opts.sourceLang;
   const tgt = opts.targetLang;
   if (!src || !tgt) throw new DifformerError('DIFFORMER_BAD_OPTION', 'both --source-lang and --target-lang are required');
+  if (opts.onlySource && opts.trainpref) {
+    throw new DifformerError('DIFFORMER_BAD_OPTION', '--only-source is for held-out text (--validpref/--testpref): training needs targets');
+  }
   if (!opts.trainpref && !opts.srcdict) {
     throw new DifformerError('DIFFORMER_BAD_OPTION', '--trainpref is required unless --srcdict (and --tgtdict) are given');
   }
@@ -205,9 +212,9 @@ export async function runPreprocess(opts: PreprocessOptions): Promise<Preprocess
     ...splitPrefixes('test', opts.testpref),
   ];
   const splits: Split[] = wanted.map(({ name, prefix }) => {
-    const { src: s, tgt: t } = readParallel(`${prefix}.${src}`, `${prefix}.${tgt}`);
-    const blank = s.lines.filter((l, i) => l.trim() === '' || t.lines[i]!.trim() === '').length;
-    if (blank === s.lines.length) throw new DifformerError('DIFFORMER_EMPTY_CORPUS', `empty corpus: every line of ${s.path} / ${t.path} is blank`);
+    const { src: s, tgt: t } = opts.onlySource ? { src: readSource(`${prefix}.${src}`), tgt: undefined } : readParallel(`${prefix}.${src}`, `${prefix}.${tgt}`);
+    const blank = blankPairs(s, t);
+    if (blank === s.lines.length) throw new DifformerError('DIFFORMER_EMPTY_CORPUS', `empty corpus: every line of ${[s, t].flatMap((c) => (c ? [c.path] : [])).join(' / ')} is blank`);
     if (blank > 0) log.warn({ split: name, blank }, `${name}: ${blank} blank line pairs kept as empty sequences (training skips them; line ids stay aligned)`);
     return { name, prefix, src: s, tgt: t };
   });
@@ -230,7 +237,7 @@ export async function runPreprocess(opts: PreprocessOptions): Promise<Preprocess
         copyFileSync(opts.spmModel, modelPath);
       } else {
         const train = splits.find((s) => s.name === 'train')!;
-        const inputs = [...train.src.lines, ...train.tgt.lines].filter((l) => l.trim() !== '');
+        const inputs = [...train.src.lines, ...train.tgt!.lines].filter((l) => l.trim() !== '');
         const bar = createProgress('learn spm', 100);
         const res = await trainSentencePiece({
           inputs,
@@ -245,7 +252,7 @@ export async function runPreprocess(opts: PreprocessOptions): Promise<Preprocess
       }
       const spm = await SentencePieceModel.load(modelPath);
       for (const split of splits) {
-        for (const corpus of [split.src, split.tgt]) {
+        for (const corpus of sides(split)) {
           const bar = createProgress(`encode ${split.name}.${corpus === split.src ? src : tgt}`, corpus.lines.length);
           corpus.lines = corpus.lines.map((l, i) => {
             if ((i & 1023) === 0) bar.update(i);
@@ -263,7 +270,7 @@ export async function runPreprocess(opts: PreprocessOptions): Promise<Preprocess
       const vocab = readWordpieceVocab(opts.wordpieceVocab!);
       const wp = new WordpieceTokenizer(vocab, { lowercase: opts.lowercase, stripAccents: opts.stripAccents, unkToken: '<unk>' });
       for (const split of splits) {
-        for (const corpus of [split.src, split.tgt]) {
+        for (const corpus of sides(split)) {
           const lang = corpus === split.src ? src : tgt;
           const bar = createProgress(`wordpiece ${split.name}.${lang}`, corpus.lines.length);
           let unknown = 0; // whole words the vocabulary cannot cover (binarization counts them as given <unk>)
@@ -289,12 +296,12 @@ export async function runPreprocess(opts: PreprocessOptions): Promise<Preprocess
         throw new DifformerError('DIFFORMER_BAD_OPTION', 'cannot use both --srcdict and --tgtdict with --joined-dictionary');
       }
       const given = opts.srcdict ?? opts.tgtdict;
-      srcDict = given ? loadDict(given) : buildDict([[train!.src, train!.tgt]], opts.thresholdsrc, opts.nwordssrc, opts.paddingFactor);
+      srcDict = given ? loadDict(given) : buildDict([[train!.src, train!.tgt!]], opts.thresholdsrc, opts.nwordssrc, opts.paddingFactor);
       tgtDict = srcDict;
     } else {
       srcDict = opts.srcdict ? loadDict(opts.srcdict) : buildDict([[train!.src]], opts.thresholdsrc, opts.nwordssrc, opts.paddingFactor);
       if (!opts.tgtdict && !train) throw new DifformerError('DIFFORMER_BAD_OPTION', '--tgtdict is required without --trainpref');
-      tgtDict = opts.tgtdict ? loadDict(opts.tgtdict) : buildDict([[train!.tgt]], opts.thresholdtgt, opts.nwordstgt, opts.paddingFactor);
+      tgtDict = opts.tgtdict ? loadDict(opts.tgtdict) : buildDict([[train!.tgt!]], opts.thresholdtgt, opts.nwordstgt, opts.paddingFactor);
     }
     writeFileSync(join(tmp, `dict.${src}.txt`), srcDict.toText());
     writeFileSync(join(tmp, `dict.${tgt}.txt`), tgtDict.toText());
@@ -305,11 +312,12 @@ export async function runPreprocess(opts: PreprocessOptions): Promise<Preprocess
     const result: PreprocessResult = { destdir: opts.destdir, dictSizes: { src: srcDict.size, tgt: tgtDict.size }, splits: [], seconds: 0 };
     for (const split of splits) {
       const stats = { name: split.name, sentences: split.src.lines.length, blank: 0, tokens: { src: 0, tgt: 0 }, unk: { src: 0, tgt: 0 } };
-      stats.blank = split.src.lines.filter((l, i) => l.trim() === '' || split.tgt.lines[i]!.trim() === '').length;
+      stats.blank = blankPairs(split.src, split.tgt);
       for (const [lang, corpus, dict, side] of [
         [src, split.src, srcDict, 'src'],
         [tgt, split.tgt, tgtDict, 'tgt'],
       ] as const) {
+        if (!corpus) continue;
         const builder = new IndexedDatasetBuilder(join(tmp, `${split.name}.${src}-${tgt}.${lang}`), dict.size);
         const bar = createProgress(`binarize ${split.name}.${lang}`, corpus.lines.length);
         let ntok = 0;
@@ -342,6 +350,10 @@ export async function runPreprocess(opts: PreprocessOptions): Promise<Preprocess
 
     // move everything into place only now
     for (const f of readdirSync(tmp)) renameSync(join(tmp, f), join(opts.destdir, f));
+    // a source-only split replaces an earlier one whole: its old references would no longer line up
+    for (const split of splits) {
+      if (!split.tgt) for (const ext of ['bin', 'idx']) rmSync(join(opts.destdir, `${split.name}.${src}-${tgt}.${tgt}.${ext}`), { force: true });
+    }
     appendFileSync(join(opts.destdir, 'preprocess.log'), `${logLines.join('\n')}\n`);
     result.seconds = (Date.now() - t0) / 1000;
     log.info({ destdir: opts.destdir, seconds: result.seconds }, `wrote preprocessed data to ${opts.destdir}`);
@@ -353,4 +365,21 @@ export async function runPreprocess(opts: PreprocessOptions): Promise<Preprocess
 
 function sameBytes(a: string, b: string): boolean {
   return resolve(a) === resolve(b) || readFileSync(a).equals(readFileSync(b));
+}
+
+/** The corpora of a split: source, and target unless --only-source. */
+function sides(split: Split): Corpus[] {
+  return split.tgt ? [split.src, split.tgt] : [split.src];
+}
+
+/** Lines where either side is blank (kept as empty sequences). */
+function blankPairs(s: Corpus, t: Corpus | undefined): number {
+  return s.lines.filter((l, i) => l.trim() === '' || (t !== undefined && t.lines[i]!.trim() === '')).length;
+}
+
+/** A source file alone (--only-source): read and checked like a parallel one. */
+function readSource(path: string): Corpus {
+  const c = readLines(path);
+  if (c.lines.length === 0) throw new DifformerError('DIFFORMER_EMPTY_CORPUS', `empty corpus: ${c.path} has no lines`);
+  return c;
 }

@@ -3,7 +3,7 @@
  * output format, and the user errors of training and generation.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { FIXTURES, runCli, tempDir } from '../helpers.js';
@@ -168,6 +168,22 @@ test('interactive: --input - reads raw sentences, encodes them with the data-bin
   const missing = runCli('difformer-generate', [BIN, '--path', ckpt, '--input', join(tmp.path, 'no-such-input.txt')]);
   assert.equal(missing.code, 1, missing.stderr);
   assert.match(missing.stderr, /file not found: .*no-such-input\.txt/);
+});
+
+test('held-out text without references: preprocess --only-source into the data-bin, then generate prints no T- lines and no score', () => {
+  const bin = join(tmp.path, 'bin-src-only');
+  cpSync(BIN, bin, { recursive: true });
+  const p = runCli('difformer-preprocess', ['-s', 'de', '-t', 'en', '--testpref', join(RAW, 'test'), '--destdir', bin, '--only-source', '--srcdict', join(bin, 'dict.de.txt'), '--joined-dictionary', '--spm-model', join(bin, 'spm.model')]);
+  assert.equal(p.code, 0, p.stderr);
+  assert.ok(existsSync(join(bin, 'test.de-en.de.idx')) && !existsSync(join(bin, 'test.de-en.en.idx')), 'old references removed');
+  const g = runCli('difformer-generate', [bin, '--path', join(tmp.path, 'ckA', 'checkpoint_last.safetensors'), '--beam', '1', '--max-len-b', '5', '--remove-bpe', 'sentencepiece']);
+  assert.equal(g.code, 0, g.stderr);
+  const n = readFileSync(join(RAW, 'test.de'), 'utf8').trimEnd().split('\n').length;
+  assert.equal(g.stdout.split('\n').filter((l) => l.startsWith('H-')).length, n);
+  assert.doesNotMatch(g.stdout, /^T-|BLEU4/m);
+  const train = runCli('difformer-preprocess', ['-s', 'de', '-t', 'en', '--trainpref', join(RAW, 'train'), '--destdir', join(tmp.path, 'x-only'), '--only-source']);
+  assert.equal(train.code, 1);
+  assert.match(train.stderr, /--only-source is for held-out text/);
 });
 
 test('generate: a source longer than the model reads fails before decoding, or is skipped with --skip-invalid-size-inputs-valid-test', () => {
