@@ -206,3 +206,15 @@ export const commonOptionTable: OptionTable<CommonOptions> = {
   seed: intFlag('--seed', 'random seed'),
   debug: boolFlag('--debug', 'print stack traces for errors'),
 };
+
+/** "name: stored -> now" for every option whose value differs (by JSON) between two option records. */
+export function optionChanges(stored: object, now: object): string[] {
+  const a = stored as Record<string, unknown>;
+  const b = now as Record<string, unknown>;
+  const out: string[] = [];
+  for (const k of [...new Set([...Object.keys(a), ...Object.keys(b)])].sort()) {
+    const [x, y] = [JSON.stringify(a[k]), JSON.stringify(b[k])];
+    if (x !== y) out.push(`${k}: ${x ?? 'unset'} -> ${y ?? 'unset'}`);
+  }
+  return out;
+}

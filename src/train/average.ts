@@ -18,6 +18,8 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import { basename } from 'node:path';
 import { DifformerError } from '../errors.js';
+import { getLogger } from '../log.js';
+import { optionChanges } from '../options.js';
 import { CHECKPOINT_EXT, loadCheckpoint, type CheckpointMeta } from './checkpoint.js';
 import { writeSafetensors, type NamedArray } from './safetensors.js';
 
@@ -233,6 +235,12 @@ export function averageCheckpointFiles(paths: readonly string[], output: string,
         }
       }
     }
+    if (newest && m.config.model.name !== newest.meta.config.model.name) {
+      throw new DifformerError('DIFFORMER_BAD_OPTION', `${path} holds a ${m.config.model.name} model, ${newest.path} a ${newest.meta.config.model.name}: only checkpoints of one training run can be averaged`);
+    }
+    // e.g. --diffusion-steps: the average runs with the newest checkpoint's options
+    const changed = newest ? optionChanges(newest.meta.config.model.options, m.config.model.options) : [];
+    if (changed.length > 0) getLogger().warn({ path, changed }, `${basename(path)} was trained with other model options than ${basename(newest!.path)} (${changed.join('; ')}); the average keeps the newest checkpoint's`);
     avg.add(path, ckpt.weights);
     inputs.push({ file: path, epoch: m.progress.epoch, numUpdates: m.progress.numUpdates, metrics: m.metrics });
     if (!newest || m.progress.numUpdates >= newest.meta.progress.numUpdates) newest = { path, meta: m };

@@ -9,6 +9,7 @@ import * as tf from '@tensorflow/tfjs';
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { copyFileAtomic } from '../atomic.js';
+import { optionChanges } from '../options.js';
 import type { Batch, BatchingOptions, LanguagePairDataset } from '../data/language_pair_dataset.js';
 import { shuffled } from '../data/language_pair_dataset.js';
 import { DifformerError } from '../errors.js';
@@ -471,14 +472,3 @@ export class Trainer<M extends TrainableModel> {
   }
 }
 
-/** "name: stored -> now" for every option whose value differs (by JSON) between two option records. */
-export function optionChanges(stored: object, now: object): string[] {
-  const a = stored as Record<string, unknown>;
-  const b = now as Record<string, unknown>;
-  const out: string[] = [];
-  for (const k of [...new Set([...Object.keys(a), ...Object.keys(b)])].sort()) {
-    const [x, y] = [JSON.stringify(a[k]), JSON.stringify(b[k])];
-    if (x !== y) out.push(`${k}: ${x ?? 'unset'} -> ${y ?? 'unset'}`);
-  }
-  return out;
-}

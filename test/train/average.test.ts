@@ -129,6 +129,12 @@ test('average-checkpoints: user errors', async () => {
   await assert.rejects(runAverageCheckpoints(opts({ inputs: [dir], output: out, numEpochCheckpoints: 1, numBestCheckpoints: 1 })), isUser(/only one of/));
   writeFileSync(join(dir, 'junk.safetensors'), 'no');
   await assert.rejects(runAverageCheckpoints(opts({ inputs: [join(dir, 'junk.safetensors'), a], output: out })), isUser(/junk\.safetensors/));
+  // a checkpoint of another model is refused (its parameter names might even match)
+  const other = meta({ numUpdates: 40 });
+  other.config.model = { name: 'cmlm_transformer', arch: 'cmlm_tiny', options: {} };
+  mkdirSync(join(tmp.path, 'other'), { recursive: true });
+  const d = write(join(tmp.path, 'other', 'checkpoint4.safetensors'), 4, other);
+  await assert.rejects(runAverageCheckpoints(opts({ inputs: [a, d], output: out })), isUser(/checkpoint4\.safetensors holds a cmlm_transformer model, .*checkpoint1\.safetensors a transformer/));
   // writing over an input would lose its optimizer state; a folder as --output is one error, no temp file left
   await assert.rejects(runAverageCheckpoints(opts({ inputs: [dir], output: c, numEpochCheckpoints: 1 })), isUser(/--output .*checkpoint3\.safetensors is one of the checkpoints being averaged/));
   const folder = join(tmp.path, 'a-folder');
