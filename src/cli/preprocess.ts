@@ -157,7 +157,7 @@ export async function runPreprocess(opts: PreprocessOptions): Promise<Preprocess
   if (opts.onlySource && opts.trainpref) {
     throw new DifformerError('DIFFORMER_BAD_OPTION', '--only-source is for held-out text (--validpref/--testpref): training needs targets');
   }
-  if (!opts.trainpref && !opts.srcdict) {
+  if (!opts.trainpref && !opts.srcdict && !(opts.joinedDictionary && opts.tgtdict)) {
     throw new DifformerError('DIFFORMER_BAD_OPTION', '--trainpref is required unless --srcdict (and --tgtdict) are given');
   }
   if (opts.spmVocabSize > 0 && opts.spmModel) {
@@ -179,7 +179,7 @@ export async function runPreprocess(opts: PreprocessOptions): Promise<Preprocess
   }
   for (const lang of [src, tgt]) {
     const dictPath = join(opts.destdir, `dict.${lang}.txt`);
-    const reused = lang === src ? opts.srcdict : opts.tgtdict ?? (opts.joinedDictionary ? opts.srcdict : undefined);
+    const reused = opts.joinedDictionary ? opts.srcdict ?? opts.tgtdict : lang === src ? opts.srcdict : opts.tgtdict;
     if (existsSync(dictPath) && !reused) {
       throw new DifformerError(
         'DIFFORMER_NOT_WRITABLE',

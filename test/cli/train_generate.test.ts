@@ -173,7 +173,7 @@ test('interactive: --input - reads raw sentences, encodes them with the data-bin
 test('held-out text without references: preprocess --only-source into the data-bin, then generate prints no T- lines and no score', () => {
   const bin = join(tmp.path, 'bin-src-only');
   cpSync(BIN, bin, { recursive: true });
-  const p = runCli('difformer-preprocess', ['-s', 'de', '-t', 'en', '--testpref', join(RAW, 'test'), '--destdir', bin, '--only-source', '--srcdict', join(bin, 'dict.de.txt'), '--joined-dictionary', '--spm-model', join(bin, 'spm.model')]);
+  const p = runCli('difformer-preprocess', ['-s', 'de', '-t', 'en', '--testpref', join(RAW, 'test'), '--destdir', bin, '--only-source', '--tgtdict', join(bin, 'dict.en.txt'), '--joined-dictionary', '--spm-model', join(bin, 'spm.model')]);
   assert.equal(p.code, 0, p.stderr);
   assert.ok(existsSync(join(bin, 'test.de-en.de.idx')) && !existsSync(join(bin, 'test.de-en.en.idx')), 'old references removed');
   const g = runCli('difformer-generate', [bin, '--path', join(tmp.path, 'ckA', 'checkpoint_last.safetensors'), '--beam', '1', '--max-len-b', '5', '--remove-bpe', 'sentencepiece']);
