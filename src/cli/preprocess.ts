@@ -250,7 +250,7 @@ export async function runPreprocess(opts: PreprocessOptions): Promise<Preprocess
         bar.stop();
         log.info({ engine: res.engine, seconds: res.seconds, vocabSize: opts.spmVocabSize, type: opts.spmModelType }, `learned SentencePiece model (${res.engine})`);
       }
-      const spm = await SentencePieceModel.load(modelPath);
+      const spm = await SentencePieceModel.load(opts.spmModel ?? modelPath); // errors name the user's file, not the temp copy
       for (const split of splits) {
         for (const corpus of sides(split)) {
           const bar = createProgress(`encode ${split.name}.${corpus === split.src ? src : tgt}`, corpus.lines.length);

@@ -143,4 +143,9 @@ test('held-out text into an existing SentencePiece data-bin: its dictionaries an
   assert.doesNotMatch(ok.stderr, /are <unk>/);
   assert.equal(new IndexedDataset(join(bin, 'test.de-en.de')).length, readFileSync(join(RAW, 'test.de'), 'utf8').trimEnd().split('\n').length);
   assert.equal(readFileSync(join(bin, 'dict.de.txt'), 'utf8'), before);
+  // a file that is no SentencePiece model is named as the user gave it
+  writeFileSync(join(tmp.path, 'junk.model'), 'not a model');
+  const junk = runCli('difformer-preprocess', ['-s', 'de', '-t', 'en', '--testpref', join(RAW, 'test'), '--destdir', join(tmp.path, 'x-junk'), ...dicts, '--spm-model', join(tmp.path, 'junk.model')]);
+  assertUserError(junk, /junk\.model/);
+  assert.doesNotMatch(junk.stderr, /preprocess-tmp/);
 });
