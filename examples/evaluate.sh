@@ -14,7 +14,7 @@ DATA=$(realpath "${1:?usage: evaluate.sh DATA_BIN SUBSET CKPT...}"); SUBSET=${2:
 CKPTS=() # absolute paths, each part of a diff.safetensors:ar.safetensors pair
 for c in "$@"; do IFS=: read -ra parts <<< "$c"; abs=(); for p in "${parts[@]}"; do abs+=("$(realpath "$p")"); done; CKPTS+=("$(IFS=:; echo "${abs[*]}")"); done
 [ -n "${REF:-}" ] && REF=$(realpath "$REF")
-OUT=${OUT:-$(mktemp -d)}; mkdir -p "$OUT"; OUT=$(realpath "$OUT")
+OUT=${OUT:-$(mktemp -d)}; mkdir -p "$OUT"; OUT=$(realpath "$OUT"); echo "outputs: $OUT" >&2
 N=${N:-0}
 SETTINGS=${SETTINGS:-$'--decoding-steps 20\n--decoding-steps 20 --length-beam-size 3 --noise-beam-size 2\n--decoding-steps 20 --length-beam-size 7 --noise-beam-size 3'}
 cd "$(dirname "$0")/.."

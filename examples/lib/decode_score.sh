@@ -24,9 +24,9 @@ decode_score() {
   if [ -n "$ref" ] && [ "$ref" != - ]; then
     if [ "$n" != 0 ]; then head -n "$n" "$ref" > "$out.ref"; ref=$out.ref; fi
     if [ "${METRIC:-bleu}" = rouge ]; then
-      score=$(node bin/difformer-score.js --metric rouge -s "$out.hyp" -r "$ref" --log-format none | sed -E 's#.*/##' | paste -sd/)
+      score=$(node bin/difformer-score.js --metric rouge -s "$out.hyp" -r "$ref" --log-format none | sed -E 's#.*/##' | paste -sd/) || return 1
     else
-      score=$(node bin/difformer-score.js --sacrebleu -s "$out.hyp" -r "$ref" --log-format none | sed -E 's/^[^=]*= ([0-9.]+).*/\1/')
+      score=$(node bin/difformer-score.js --sacrebleu -s "$out.hyp" -r "$ref" --log-format none | sed -E 's/^[^=]*= ([0-9.]+).*/\1/') || return 1
     fi
   fi
   bleu=$(tail -n 1 "$out.txt" | sed -nE 's/.*BLEU4 = ([0-9.]+).*/\1/p')

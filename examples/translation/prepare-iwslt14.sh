@@ -11,10 +11,12 @@ mkdir -p "$OUT/orig" && cd "$OUT/orig"
 [ -f de-en.tgz ] || curl -fL -o de-en.tgz "$URL"
 tar xzf de-en.tgz
 cd ../..
-strip_tags() { grep -v -e '<url>' -e '<talkid>' -e '<keywords>' -e '<speaker>' -e '<reviewer' -e '<translator' -e '<title>' -e '<description>' | sed -e 's/<[^>]*>//g' -e 's/^\s*//' -e 's/\s*$//'; }
+# as fairseq: drop the url/talkid/keywords lines, keep the text of title and description
+strip_tags() { grep -v -e '<url>' -e '<talkid>' -e '<keywords>' | sed -e 's/<\/\?title>//g' -e 's/<\/\?description>//g' -e 's/^\s*//' -e 's/\s*$//'; }
+lower() { perl -CSD -pe '$_ = lc'; } # Unicode-aware, as Moses' lowercase.perl (tr leaves Ä Ö Ü)
 xml_segs() { grep '<seg id' "$1" | sed -e 's/<seg id="[0-9]*">\s*//' -e 's/\s*<\/seg>\s*//' -e "s/\’/\'/g"; }
 for l in de en; do
-  strip_tags < "$OUT/orig/de-en/train.tags.de-en.$l" | tr '[:upper:]' '[:lower:]' > "$OUT/train.all.$l"
+  strip_tags < "$OUT/orig/de-en/train.tags.de-en.$l" | lower > "$OUT/train.all.$l"
 done
 # clean: drop empty lines and pairs with length ratio > 1.5 or > 175 words (clean-corpus-n)
 paste "$OUT/train.all.de" "$OUT/train.all.en" | awk -F'\t' '{
@@ -27,6 +29,6 @@ for split in train valid; do
 done
 : > "$OUT/test.de"; : > "$OUT/test.en"
 for f in IWSLT14.TED.dev2010 IWSLT14.TEDX.dev2012 IWSLT14.TED.tst2010 IWSLT14.TED.tst2011 IWSLT14.TED.tst2012; do
-  for l in de en; do xml_segs "$OUT/orig/de-en/$f.de-en.$l.xml" | tr '[:upper:]' '[:lower:]' >> "$OUT/test.$l"; done
+  for l in de en; do xml_segs "$OUT/orig/de-en/$f.de-en.$l.xml" | lower >> "$OUT/test.$l"; done
 done
 wc -l "$OUT"/{train,valid,test}.{de,en}
