@@ -72,7 +72,7 @@ export function benchCorpus(vocab: number, n: number, seed: number, prependBos: 
     src.push(sentence(ls));
     tgt.push(sentence(lt));
   }
-  return { dict, dataset: new LanguagePairDataset(new InMemoryDataset(src), new InMemoryDataset(tgt), dict, dict, prependBos) };
+  return { dict, dataset: new LanguagePairDataset(new InMemoryDataset(src), new InMemoryDataset(tgt), dict, dict, { prependBos }) };
 }
 
 /**

@@ -33,7 +33,8 @@ import type { TranslationTask } from '../../tasks/translation.js';
 import { buildGenerator, resolveGeneratorOptions } from '../generate/index.js';
 import type { SequenceGenerator, Hypothesis } from '../generate/generator.js';
 import type { DiffusionGenerator } from '../generate/diffusion_sampler.js';
-import { decodingCommand, loadCheckpointModel, modelPositionLimits, postProcess, startBackend, type LoadedModel } from './shared.js';
+import { decodingCommand, loadCheckpointModel, modelPositionLimits, startBackend, type LoadedModel } from './shared.js';
+import { postProcess } from '../data/post_process.js';
 
 export interface GenerateOptions {
   path: string | undefined;
@@ -126,7 +127,7 @@ export async function runGenerate(data: string, parsed: Record<string, unknown>)
   for (const p of extraPaths) extra.push(await loadModel(p, data, parsed, common.seed));
   const { task, model, ckpt } = main;
   const genOpts = resolveGeneratorOptions(parsed);
-  const generator: SequenceGenerator = buildGenerator(ckpt.meta.config.model.name, model, { task, extra: extra.map((e) => e.model), options: genOpts, seed: common.seed });
+  const generator: SequenceGenerator = buildGenerator(ckpt.meta.config.model.name, model, { task, extra: extra.map((e) => e.model), options: genOpts, seed: common.seed, removeBpe });
 
   // 3. what to decode
   const what = opts.input !== undefined ? 'input' : opts.genSubset;

@@ -111,14 +111,14 @@ export class Dictionary {
   }
 
   /** Ids back to text, dropping pad and EOS (fairseq's string() without bpe removal). */
-  string(ids: ArrayLike<number>, opts: { keepBos?: boolean; escapeUnk?: boolean } = {}): string {
+  string(ids: ArrayLike<number>, opts: { keepBos?: boolean; escapeUnk?: boolean; unkString?: string } = {}): string {
     const out: string[] = [];
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i]!;
       if (id === this.padIndex || id === this.eosIndex) continue;
       if (id === this.bosIndex && !opts.keepBos) continue;
       // fairseq prints reference <unk> as <<unk>> so that it never matches a hypothesis
-      out.push(id === this.unkIndex && opts.escapeUnk ? '<<unk>>' : this.symbol(id));
+      out.push(id !== this.unkIndex ? this.symbol(id) : opts.escapeUnk ? '<<unk>>' : opts.unkString ?? this.symbol(id));
     }
     return out.join(' ');
   }

@@ -37,12 +37,12 @@ import {
   CANDIDATE_SELECTIONS,
   decodeInSentenceBlocks,
   hypothesesBySentence,
-  removeBpe,
   toHypothesisTokens,
   type ArScorer,
   type CandidateSelection,
   type RawCandidate,
 } from './diffusion_select.js';
+import { postProcess } from '../data/post_process.js';
 import type { SequenceGenerator } from './generator.js';
 import type { Hypothesis } from './sequence_generator.js';
 
@@ -156,6 +156,8 @@ export interface DiffusionGeneratorDeps {
   seed: number;
   /** Needed for candidateSelection 'ar-rerank'. */
   reranker?: ArScorer;
+  /** --remove-bpe: BLEU-MBR compares words, as the official bleu_rerank (undefined: the pieces). */
+  removeBpe?: string;
   /** Positions one denoiser pass may hold before the batch is split (default 24576). */
   maxCandidateTokens?: number;
 }
@@ -332,7 +334,8 @@ export function buildDiffusionGenerator<E>(model: DiffusionModel<E>, deps: Diffu
     const own = raws.map((r) => r.score);
     if (b === 1 || o.candidateSelection === 'model') return own;
     if (o.candidateSelection === 'bleu-mbr') {
-      const strings = raws.map((r) => removeBpe(deps.tgtDict.string(r.tokens)));
+      // the official code decodes with unk_string UNKNOWNTOKENINHYP (one token under 13a, not '<', 'unk', '>')
+      const strings = raws.map((r) => postProcess(deps.tgtDict.string(r.tokens, { unkString: 'UNKNOWNTOKENINHYP' }), deps.removeBpe));
       const out: number[] = [];
       for (let i = 0; i < batch.bsz; i++) out.push(...bleuMbrScores(strings.slice(i * b, (i + 1) * b), own.slice(i * b, (i + 1) * b)));
       return out;

@@ -67,11 +67,6 @@ export function toHypothesisTokens(raw: RawCandidate, ids: SpecialTokens): { tok
   return { tokens, positionalScores };
 }
 
-/** fairseq's post_process for "@@ " BPE. */
-export function removeBpe(s: string, symbol = '@@ '): string {
-  return `${s} `.split(symbol).join('').trimEnd();
-}
-
 /** BLEU-MBR scores of one sentence's candidates (official bleu_rerank). */
 export function bleuMbrScores(strings: readonly string[], modelScores: readonly number[]): number[] {
   const b = strings.length;

@@ -36,6 +36,8 @@ export interface GeneratorDeps {
   extra: TrainableModel[];
   options: AllGenerationOptions;
   seed: number;
+  /** --remove-bpe: how hypotheses become words where a generator compares them (BLEU-MBR). */
+  removeBpe?: string;
 }
 
 export type AllGenerationOptions = GenerationOptions & DiffusionGenerationOptions & MaskPredictGenerationOptions;
@@ -80,7 +82,7 @@ export function buildGenerator(modelName: string, model: TrainableModel, deps: G
     if (deps.extra.length > 0 && !reranker) {
       throw new DifformerError('DIFFORMER_BAD_OPTION', 'the second model of --path must be an autoregressive Transformer (used to rerank candidates)');
     }
-    return buildDiffusionGenerator(model, { tgtDict: deps.task.tgtDict, options: deps.options, seed: deps.seed, reranker });
+    return buildDiffusionGenerator(model, { tgtDict: deps.task.tgtDict, options: deps.options, seed: deps.seed, reranker, removeBpe: deps.removeBpe });
   }
   if (isMaskPredict(model)) {
     // fairseq: the last model of --path is the reranker, used only with --iter-decode-with-external-reranker

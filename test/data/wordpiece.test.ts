@@ -8,7 +8,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { basicTokenize, isPunctuation, stripAccents, WordpieceTokenizer } from '../../src/data/wordpiece.js';
-import { postProcess } from '../../src/cli/shared.js';
+import { postProcess } from '../../src/data/post_process.js';
 import { runPreprocess, preprocessDefaults } from '../../src/cli/preprocess.js';
 import { Dictionary } from '../../src/data/dictionary.js';
 import { IndexedDataset } from '../../src/data/indexed_dataset.js';

@@ -13,7 +13,8 @@ import {
   type ArScorer,
   type DiffusionGenerationOptions,
 } from '../../src/generate/diffusion_sampler.js';
-import { bleuMbrScores, rankCandidates, removeBpe, toHypothesisTokens } from '../../src/generate/diffusion_select.js';
+import { bleuMbrScores, rankCandidates, toHypothesisTokens } from '../../src/generate/diffusion_select.js';
+import { postProcess } from '../../src/data/post_process.js';
 import type { DifformerModel } from '../../models/difformer.js';
 import { gettextPairs, gettextPairsOfTargetLength, joinedDictionary, makeBatch, referenceTokens, tinyModel, trainSteps } from '../models/difformer_fixtures.js';
 
@@ -156,8 +157,11 @@ test('candidate selection: ar-rerank needs a scorer and picks its best; bleu-mbr
   assert.ok(s[0]! > s[2]! && s[1]! > s[2]!);
   assert.equal(s[3], -0.5);
   assert.deepEqual(rankCandidates([1, 3, 3, 0]), [1, 2, 0, 3]);
-  assert.equal(removeBpe('un@@ related thing@@'), 'unrelated thing'); // fairseq: (s + ' ').replace('@@ ', '')
-  const mbr = buildDiffusionGenerator(model, { tgtDict: dict, options: options({ decodingSteps: 2, noiseBeamSize: 3, candidateSelection: 'bleu-mbr' }), seed: 1 });
+  // candidates are compared as words (--remove-bpe), as the official bleu_rerank
+  assert.equal(postProcess('un@@ related thing@@', 'subword_nmt'), 'unrelated thing'); // fairseq: (s + ' ').replace('@@ ', '')
+  assert.equal(postProcess('\u2581the \u2581c at \u2581sat', 'sentencepiece'), 'the cat sat');
+  assert.equal(dict.string([dict.unkIndex, dict.eosIndex], { unkString: 'UNKNOWNTOKENINHYP' }), 'UNKNOWNTOKENINHYP');
+  const mbr = buildDiffusionGenerator(model, { tgtDict: dict, options: options({ decodingSteps: 2, noiseBeamSize: 3, candidateSelection: 'bleu-mbr' }), seed: 1, removeBpe: 'sentencepiece' });
   assert.equal(mbr.generate(batch).length, batch.bsz);
   model.dispose();
 });
