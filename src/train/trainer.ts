@@ -71,6 +71,10 @@ export interface TrainingOptions {
   logInterval: number;
   restoreFile: string;
   resetOptimizer: boolean;
+  /** fairseq's finer resets, for a resume that keeps the optimizer (--reset-optimizer implies all). */
+  resetDataloader: boolean;
+  resetMeters: boolean;
+  resetLrScheduler: boolean;
   /** fairseq's --finetune-from-model: weights only, used when the save dir has no checkpoint_last yet. */
   finetuneFromModel: string | undefined;
   trainSubset: string;
@@ -207,9 +211,13 @@ export class Trainer<M extends TrainableModel> {
       loadOptimizerState(this.optimizer, ckpt, this.deps.model.params);
       this.progress = { ...ckpt.meta.progress };
       this.deps.model.params.rng.setState(ckpt.meta.rng);
+      // --reset-lr-scheduler has nothing to reset here: fixed and inverse_sqrt keep no state
+      // (the rate follows the update count, which fairseq also keeps under this flag)
+      if (this.opts.resetDataloader) Object.assign(this.progress, { epoch: 1, iterationsInEpoch: 0 });
+      if (this.opts.resetMeters) this.progress.wallSeconds = 0; // also restarts --stop-time-hours
     }
     this.deps.log.info(
-      { path, epoch: this.progress.epoch, numUpdates: this.progress.numUpdates, resetOptimizer: weightsOnly },
+      { path, epoch: this.progress.epoch, numUpdates: this.progress.numUpdates, resetOptimizer: weightsOnly, resetDataloader: this.opts.resetDataloader, resetMeters: this.opts.resetMeters },
       weightsOnly
         ? `loaded the weights of ${path}; optimizer, counters and schedule start afresh`
         : `loaded checkpoint ${path} (epoch ${this.progress.epoch} @ ${this.progress.numUpdates} updates)`,

@@ -68,6 +68,11 @@ test('--stop-time-hours: stops on cumulative training time, saved in the checkpo
   assert.equal(again.code, 0, again.stderr);
   assert.match(again.stderr, /done training: --stop-time-hours 1e-7 already reached/);
   assert.equal(losses(again.stderr).size, 0);
+  // fairseq's --reset-meters restarts the time meter (and so the budget): one more update
+  const reset = runCli('difformer-train', trainArgs(join(tmp.path, 'ckT'), 1000, ['--stop-time-hours', '1e-7', '--reset-meters', '--reset-dataloader', '--reset-lr-scheduler']));
+  assert.equal(reset.code, 0, reset.stderr);
+  assert.match(reset.stderr, /"resetDataloader":true,"resetMeters":true/);
+  assert.deepEqual([...losses(reset.stderr).keys()], [2]);
 });
 
 test('--finetune-from-model: weights only on the first run (counters restart), then the same command resumes its own checkpoint_last', () => {
@@ -107,7 +112,7 @@ test('a whole epoch: train_/valid_ fields and per-epoch, best and last checkpoin
 });
 
 test('training pairs longer than --max-tokens are skipped with a count that names the limit, not dropped unseen', () => {
-  const r = runCli('difformer-train', trainArgs(join(tmp.path, 'ckT'), 1, ['--max-tokens', '16', '--no-save', '--disable-validation']));
+  const r = runCli('difformer-train', trainArgs(join(tmp.path, 'ckMT'), 1, ['--max-tokens', '16', '--no-save', '--disable-validation']));
   assert.equal(r.code, 0, r.stderr);
   const n = Number(/skipped (\d+) training pairs longer than --max-tokens 16/.exec(r.stderr)?.[1]);
   assert.ok(n > 0, r.stderr);
