@@ -3,7 +3,7 @@
  * then a rename (atomic on one file system). A failure removes the temporary file and names the
  * destination, so what an earlier run wrote there stays whole.
  */
-import { copyFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, copyFileSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { DifformerError } from './errors.js';
 
@@ -18,6 +18,17 @@ export function commitTemp(tmp: string, path: string): void {
     renameSync(tmp, path);
   } catch (e) {
     rmSync(tmp, { force: true });
+    throw new DifformerError('DIFFORMER_NOT_WRITABLE', `cannot write ${path}: ${(e as Error).message}`);
+  }
+}
+
+/** Fails now if `path` could not be written later: its folder is made and must take files. */
+export function checkWritableFile(path: string): void {
+  try {
+    mkdirSync(dirname(path), { recursive: true });
+    accessSync(dirname(path), constants.W_OK);
+    if (statSync(path, { throwIfNoEntry: false })?.isDirectory()) throw new Error('is a directory');
+  } catch (e) {
     throw new DifformerError('DIFFORMER_NOT_WRITABLE', `cannot write ${path}: ${(e as Error).message}`);
   }
 }

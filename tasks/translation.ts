@@ -80,7 +80,7 @@ export class TranslationTask {
   }
 
   /** `<split>.<src>-<tgt>.` or, as fairseq, the reversed pair's files (a de-en bin read en->de). */
-  private splitPrefix(split: string): string | undefined {
+  splitPrefix(split: string): string | undefined {
     const { sourceLang: s, targetLang: t } = this;
     return [`${split}.${s}-${t}.`, `${split}.${t}-${s}.`].map((p) => join(this.dataDir, p)).find((p) => existsSync(`${p}${s}.idx`));
   }

@@ -9,7 +9,7 @@ RAW=${1:?usage: run_summarization.sh RAW_DIR with {train,valid,test}.{src,tgt}}
 OUT=${OUT:-runs/summarization}
 SCALE=${SCALE:-paper}
 D="node bin"
-# validation every N updates: checkpoint.best_* come from validations, and averaging needs 5
+# save (and so validate, as fairseq) every N updates: checkpoint.best_* come from these, averaging needs 5
 if [ "$SCALE" = small ]; then ARCH=difformer_tiny; UPD=2000; TOK=4096; LR=1e-3; WARM=500; VALID=200
 else ARCH=difformer_base; UPD=50000; TOK=8000; LR=5e-4; WARM=10000; VALID=2000; fi
 mkdir -p "$OUT"
@@ -21,7 +21,7 @@ $D/difformer-train.js "$OUT/data-bin" --task summarization --arch $ARCH --criter
   --lr-scheduler inverse_sqrt --warmup-updates $WARM --clip-norm 1 --weight-decay 0.01 \
   --max-tokens $TOK --max-update $UPD --max-source-positions 512 --truncate-source --save-dir "$OUT/difformer" \
   --eval-bleu --decoding-steps 20 --best-checkpoint-metric rougeL --maximize-best-checkpoint-metric \
-  --keep-best-checkpoints 5 --validate-interval-updates $VALID
+  --keep-best-checkpoints 5 --save-interval-updates $VALID --keep-interval-updates 1
 $D/difformer-average-checkpoints.js --inputs "$OUT/difformer" --num-best-checkpoints 5 --output "$OUT/difformer/avg5.safetensors"
 SUBSET=test; [ -n "$TEST" ] || SUBSET=valid
 $D/difformer-generate.js "$OUT/data-bin" --path "$OUT/difformer/avg5.safetensors" --gen-subset $SUBSET \

@@ -11,10 +11,10 @@ OUT=${OUT:-runs/iwslt14}
 SCALE=${SCALE:-paper}
 D="node bin"
 [ -f "$RAW/train.de" ] || { echo "no $RAW/train.de: run examples/translation/prepare-iwslt14.sh first" >&2; exit 1; }
-# VALID: how often Difformer validates (checkpoint.best_* come from validations; averaging needs 5)
+# VALID: how often Difformer saves and so validates (checkpoint.best_* come from these; averaging needs 5)
 if [ "$SCALE" = small ]; then
   AR_ARCH=transformer_tiny; DF_ARCH=difformer_tiny; AR_UPD=2000; DF_UPD=4000; TOK=4096; WARM=500; AR_WARM=500; LR=1e-3
-  VALID=(--validate-interval-updates 400)
+  VALID=(--save-interval-updates 400 --keep-interval-updates 1)
 else
   AR_ARCH=transformer_iwslt_de_en; DF_ARCH=difformer_iwslt_de_en; AR_UPD=50000; DF_UPD=300000; TOK=8000; WARM=10000; AR_WARM=4000; LR=5e-4
   VALID=(--validate-interval 5)

@@ -122,6 +122,9 @@ export async function runAverageCheckpoints(opts: AverageOptions): Promise<strin
   // an input would lose its optimizer state (checkpoint_last could no longer resume training)
   const clobbered = files.find((f) => resolve(f) === resolve(opts.output!));
   if (clobbered) throw new DifformerError('DIFFORMER_BAD_OPTION', `--output ${opts.output} is one of the checkpoints being averaged: write the average to a new file`);
+  if (basename(opts.output) === 'checkpoint_last.safetensors' && existsSync(opts.output)) {
+    throw new DifformerError('DIFFORMER_BAD_OPTION', `--output ${opts.output} would replace the point training resumes from (an average has no optimizer state): write it to a new file`);
+  }
   log.info({ inputs: files }, `averaging ${files.length} checkpoints: ${files.map((f) => basename(f)).join(', ')}`);
 
   // 3. average and write

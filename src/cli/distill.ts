@@ -304,7 +304,8 @@ function assemble(data: string, destdir: string, task: TranslationTask, dataset:
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
   try {
-    const replaced = `${subset}.${src}-${tgt}.${tgt}`;
+    // the target file the task reads (a de-en data-bin read en->de keeps its de-en names)
+    const replaced = `${basename(task.splitPrefix(subset) ?? `${subset}.${src}-${tgt}.`)}${tgt}`;
     const copied: string[] = [];
     for (const f of readdirSync(data).sort()) {
       const keep = /^dict\..+\.txt$/.test(f) || f === 'spm.model' || /\.(bin|idx)$/.test(f);

@@ -8,8 +8,7 @@
  * with the data-bin's spm.model and source dictionary, and H-/D-/P- lines are printed.
  */
 import { Command } from 'commander';
-import { mkdirSync } from 'node:fs';
-import { writeFileAtomic } from '../atomic.js';
+import { checkWritableFile, writeFileAtomic } from '../atomic.js';
 import { readLines } from '../data/text.js';
 import { join } from 'node:path';
 import type { Dictionary } from '../data/dictionary.js';
@@ -155,7 +154,10 @@ export async function runGenerate(data: string, parsed: Record<string, unknown>)
   });
 
   // 4. decode and print
-  // --results-path: written whole at the end, so a failed run leaves an earlier file intact
+  // --results-path: written whole at the end, so a failed run leaves an earlier file intact;
+  // checked now, so an unwritable path fails before the decoding, not after it
+  const resultsFile = opts.resultsPath ? join(opts.resultsPath, `generate-${what}.txt`) : undefined;
+  if (resultsFile) checkWritableFile(resultsFile);
   const results: string[] = [];
   const out: (line: string) => void = opts.resultsPath ? (l) => results.push(l) : (l) => process.stdout.write(`${l}\n`);
   const hyps: string[] = new Array(first).fill('');
@@ -211,10 +213,7 @@ export async function runGenerate(data: string, parsed: Record<string, unknown>)
     if (task.metric === 'rouge') for (const l of rougeLines(h, r)) out(`Generate ${opts.genSubset} with beam=${generator.beamLabel}: ${l}`);
     out(`Generate ${opts.genSubset} with beam=${generator.beamLabel}: ${formatFairseqBleu(fairseqBleu(h, r), 4)}`);
   }
-  if (opts.resultsPath) {
-    mkdirSync(opts.resultsPath, { recursive: true });
-    writeFileAtomic(join(opts.resultsPath, `generate-${what}.txt`), results.map((l) => `${l}\n`).join(''));
-  }
+  if (resultsFile) writeFileAtomic(resultsFile, results.map((l) => `${l}\n`).join(''));
   model.dispose();
   for (const e of extra) e.model.dispose();
 }

@@ -199,10 +199,6 @@ export async function runPreprocess(opts: PreprocessOptions): Promise<Preprocess
     if (opts.spmModel && existsSync(opts.spmModel) && !sameBytes(spmPath, opts.spmModel)) {
       throw new DifformerError('DIFFORMER_NOT_WRITABLE', `${spmPath} already exists and differs from --spm-model ${opts.spmModel}: use a new --destdir`);
     }
-    // adding a split to a SentencePiece data-bin: its text must be encoded the same way
-    if (!opts.spmModel && opts.tokenizer !== 'wordpiece') {
-      throw new DifformerError('DIFFORMER_BAD_OPTION', `${opts.destdir} holds a SentencePiece model: encode the new splits with it (--spm-model ${spmPath}), or use a new --destdir for pre-tokenized text`);
-    }
   }
 
   // 1. read and check every split
@@ -218,6 +214,13 @@ export async function runPreprocess(opts: PreprocessOptions): Promise<Preprocess
     if (blank > 0) log.warn({ split: name, blank }, `${name}: ${blank} blank line pairs kept as empty sequences (training skips them; line ids stay aligned)`);
     return { name, prefix, src: s, tgt: t };
   });
+
+  // adding raw text to a SentencePiece data-bin: it must be encoded the same way (text already
+  // encoded outside, e.g. by spm_encode, carries the '\u2581' word marks and is taken as given)
+  const preEncoded = splits.some((sp) => sp.src.lines.some((l) => l.includes('\u2581')));
+  if (existsSync(spmPath) && !opts.spmModel && opts.tokenizer !== 'wordpiece' && !preEncoded) {
+    throw new DifformerError('DIFFORMER_BAD_OPTION', `${opts.destdir} holds a SentencePiece model: encode the new splits with it (--spm-model ${spmPath}), or use a new --destdir for pre-tokenized text`);
+  }
 
   const tmp = join(opts.destdir, `.preprocess-tmp-${process.pid}`);
   rmSync(tmp, { recursive: true, force: true });

@@ -116,6 +116,9 @@ export async function runTrain(data: string, choice: ComponentChoice, parsed: Re
     throw new DifformerError('DIFFORMER_FILE_NOT_FOUND', `no '${training.validSubset}' split in ${data} (--valid-subset): preprocess one with --validpref, or train without validation (--disable-validation)`);
   }
   const valid = training.disableValidation ? undefined : task.loadDataset(training.validSubset);
+  if (valid && !valid.tgt) {
+    throw new DifformerError('DIFFORMER_BAD_DATA', `the '${training.validSubset}' split of ${data} has no targets (preprocessed with --only-source): validation needs them; give --disable-validation or another --valid-subset`);
+  }
   log.info({ task: choice.task, src: task.sourceLang, tgt: task.targetLang, srcDict: task.srcDict.size, tgtDict: task.tgtDict.size, train: train.length, valid: valid?.length ?? 0 }, `[${task.sourceLang}] dictionary: ${task.srcDict.size} types, [${task.targetLang}] dictionary: ${task.tgtDict.size} types`);
 
   warnLengthClasses(train, taskOpts, modelOpts);
@@ -209,9 +212,9 @@ export function decodeAndScore(
   parsed: Record<string, unknown>,
   seed: number,
 ): Record<string, number> {
-  const gen = buildGenerator(modelName, model, { task, extra: [], options: resolveGeneratorOptions(parsed), seed });
-  const n = opts.evalBleuMaxSentences > 0 ? Math.min(opts.evalBleuMaxSentences, valid.length) : valid.length;
   const kind = task.spmModelPath ? 'sentencepiece' : undefined;
+  const gen = buildGenerator(modelName, model, { task, extra: [], options: resolveGeneratorOptions(parsed), seed, removeBpe: kind });
+  const n = opts.evalBleuMaxSentences > 0 ? Math.min(opts.evalBleuMaxSentences, valid.length) : valid.length;
   const hyps: string[] = [];
   const refs: string[] = [];
   const idx = Array.from({ length: n }, (_, i) => i);

@@ -220,6 +220,7 @@ export function averageCheckpointFiles(paths: readonly string[], output: string,
   const avg = new WeightAverager();
   let newest: { path: string; meta: CheckpointMeta } | undefined;
   const inputs: AveragingNote['inputs'] = [];
+  const options: { path: string; options: object }[] = [];
   paths.forEach((path, i) => {
     const ckpt = loadCheckpoint(path);
     const m = ckpt.meta;
@@ -238,14 +239,17 @@ export function averageCheckpointFiles(paths: readonly string[], output: string,
     if (newest && m.config.model.name !== newest.meta.config.model.name) {
       throw new DifformerError('DIFFORMER_BAD_OPTION', `${path} holds a ${m.config.model.name} model, ${newest.path} a ${newest.meta.config.model.name}: only checkpoints of one training run can be averaged`);
     }
-    // e.g. --diffusion-steps: the average runs with the newest checkpoint's options
-    const changed = newest ? optionChanges(newest.meta.config.model.options, m.config.model.options) : [];
-    if (changed.length > 0) getLogger().warn({ path, changed }, `${basename(path)} was trained with other model options than ${basename(newest!.path)} (${changed.join('; ')}); the average keeps the newest checkpoint's`);
     avg.add(path, ckpt.weights);
+    options.push({ path, options: m.config.model.options });
     inputs.push({ file: path, epoch: m.progress.epoch, numUpdates: m.progress.numUpdates, metrics: m.metrics });
     if (!newest || m.progress.numUpdates >= newest.meta.progress.numUpdates) newest = { path, meta: m };
     onLoaded?.(i + 1);
   });
+  // e.g. --diffusion-steps: the average runs with the newest checkpoint's options
+  for (const o of options) {
+    const changed = optionChanges(newest!.meta.config.model.options, o.options);
+    if (changed.length > 0) getLogger().warn({ path: o.path, changed }, `${basename(o.path)} was trained with other model options than ${basename(newest!.path)} (${changed.join('; ')}); the average keeps the newest checkpoint's`);
+  }
   const note: AveragingNote = { description, inputs, metadataFrom: newest!.path, date: new Date().toISOString() };
   const meta: AveragedMeta = { ...newest!.meta, optimizerStep: 0, metrics: {}, averaged: note };
   const tensors = new Map<string, NamedArray>();

@@ -435,9 +435,10 @@ export class Trainer<M extends TrainableModel> {
           gnormSum = 0;
         }
         const atUpdateInterval = o.saveIntervalUpdates > 0 && p.numUpdates % o.saveIntervalUpdates === 0;
-        const validateNow = canValidate && o.validateIntervalUpdates > 0 && p.numUpdates % o.validateIntervalUpdates === 0;
-        if (validateNow) this.recordValidation(await this.validate());
         const epochDone = p.iterationsInEpoch >= order.length;
+        // as fairseq, a mid-epoch save validates too (so checkpoint.best_* can come from it)
+        const validateNow = canValidate && ((o.validateIntervalUpdates > 0 && p.numUpdates % o.validateIntervalUpdates === 0) || (atUpdateInterval && !epochDone));
+        if (validateNow) this.recordValidation(await this.validate());
         if (atUpdateInterval && !epochDone) this.save();
         if (p.numUpdates >= maxUpdate) {
           stopped = `reached --max-update ${o.maxUpdate}`;

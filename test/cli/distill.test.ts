@@ -127,3 +127,20 @@ test('distill: sources longer than the teacher has positions for keep their orig
   assert.match(r.stderr, new RegExp(`"sentences":${long},"maxSourcePositions":12`));
   assert.match(readFileSync(join(dest, 'distill.log'), 'utf8'), new RegExp(`${long} sources longer than the teacher's 12 positions kept their original targets`));
 });
+
+test('distill an en->de teacher on a de-en data-bin: the de files get the distilled targets, the en sources stay', () => {
+  const rev = join(tmp.path, 'teacher-en-de');
+  const t = runCli('difformer-train', [
+    BIN, '-s', 'en', '-t', 'de', '--arch', 'transformer_tiny', '--optimizer', 'adam', '--lr', '3e-3', '--max-tokens', '1024', '--max-update', '2',
+    '--save-dir', rev, '--no-epoch-checkpoints', '--disable-validation', '--log-format', 'none',
+  ]);
+  assert.equal(t.code, 0, t.stderr);
+  const dest = join(tmp.path, 'distilled-en-de');
+  const r = runCli('difformer-distill', [BIN, '--path', join(rev, 'checkpoint_last.safetensors'), '--destdir', dest, '--beam', '1', '--max-len-b', '4', '--log-format', 'none']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(readdirSync(dest).filter((f) => f.startsWith('train.')).sort(), ['train.de-en.de.bin', 'train.de-en.de.idx', 'train.de-en.en.bin', 'train.de-en.en.idx']);
+  for (const ext of ['bin', 'idx']) assert.ok(same(join(BIN, `train.de-en.en.${ext}`), join(dest, `train.de-en.en.${ext}`)), 'en sources copied');
+  assert.ok(!same(join(BIN, 'train.de-en.de.bin'), join(dest, 'train.de-en.de.bin')), 'de targets distilled');
+  const dist = new IndexedDataset(join(dest, 'train.de-en.de'));
+  assert.ok(dist.sizes.every((n) => n <= 5), 'teacher output: at most --max-len-b tokens + EOS');
+});

@@ -156,6 +156,12 @@ test('generate prints S-/T-/H-/D-/P- lines and a final BLEU4 line that agrees wi
   const bad = runCli('difformer-generate', [BIN, '--path', ckpt, '--beam', '1', '--results-path', join(tmp.path, 'res'), '--max-tokens', '3']);
   assert.equal(bad.code, 1, bad.stderr);
   assert.equal(readFileSync(join(tmp.path, 'res', 'generate-test.txt'), 'utf8'), written);
+  // a results path that cannot be written fails before decoding, not after it
+  writeFileSync(join(tmp.path, 'a-file'), 'x');
+  const unwritable = runCli('difformer-generate', [BIN, '--path', ckpt, '--beam', '1', '--results-path', join(tmp.path, 'a-file', 'res'), '--log-format', 'json']);
+  assert.equal(unwritable.code, 1, unwritable.stderr);
+  assert.match(unwritable.stderr, /cannot write .*a-file\/res\/generate-test\.txt/);
+  assert.doesNotMatch(unwritable.stderr, /translated \d+ sentences/);
 });
 
 test('interactive: --input - reads raw sentences, encodes them with the data-bin spm model', () => {
@@ -189,6 +195,19 @@ test('held-out text without references: preprocess --only-source into the data-b
   const train = runCli('difformer-preprocess', ['-s', 'de', '-t', 'en', '--trainpref', join(RAW, 'train'), '--destdir', join(tmp.path, 'x-only'), '--only-source']);
   assert.equal(train.code, 1);
   assert.match(train.stderr, /--only-source is for held-out text/);
+  // a valid split without targets cannot validate training: one error before training starts
+  const v = runCli('difformer-preprocess', ['-s', 'de', '-t', 'en', '--validpref', join(RAW, 'valid'), '--destdir', bin, '--only-source', '--tgtdict', join(bin, 'dict.en.txt'), '--joined-dictionary', '--spm-model', join(bin, 'spm.model')]);
+  assert.equal(v.code, 0, v.stderr);
+  const t = runCli('difformer-train', [bin, ...trainArgs(join(tmp.path, 'ckV0'), 1).slice(1)]);
+  assert.equal(t.code, 1, t.stderr);
+  assert.match(t.stderr, /the 'valid' split of .* has no targets \(preprocessed with --only-source\)/);
+});
+
+test('as fairseq, a mid-epoch save (--save-interval-updates) validates too', () => {
+  const r = runCli('difformer-train', trainArgs(join(tmp.path, 'ckV'), 4, ['--save-interval-updates', '2']));
+  assert.equal(r.code, 0, r.stderr);
+  const valids = r.stderr.split('\n').filter((l) => l.includes("valid on 'valid' subset"));
+  assert.ok(valids.some((l) => l.includes('"valid_num_updates":"2"')), valids.join('\n'));
 });
 
 test('generate: a source longer than the model reads fails before decoding, or is skipped with --skip-invalid-size-inputs-valid-test', () => {

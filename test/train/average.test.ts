@@ -137,6 +137,8 @@ test('average-checkpoints: user errors', async () => {
   await assert.rejects(runAverageCheckpoints(opts({ inputs: [a, d], output: out })), isUser(/checkpoint4\.safetensors holds a cmlm_transformer model, .*checkpoint1\.safetensors a transformer/));
   // writing over an input would lose its optimizer state; a folder as --output is one error, no temp file left
   await assert.rejects(runAverageCheckpoints(opts({ inputs: [dir], output: c, numEpochCheckpoints: 1 })), isUser(/--output .*checkpoint3\.safetensors is one of the checkpoints being averaged/));
+  const last = write(join(tmp.path, 'other', 'checkpoint_last.safetensors'), 5, meta({ numUpdates: 50 }));
+  await assert.rejects(runAverageCheckpoints(opts({ inputs: [a], output: last })), isUser(/would replace the point training resumes from/));
   const folder = join(tmp.path, 'a-folder');
   mkdirSync(folder, { recursive: true });
   await assert.rejects(runAverageCheckpoints(opts({ inputs: [a], output: folder })), isUser(/cannot write .*a-folder: is a directory/));
