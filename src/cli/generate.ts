@@ -15,7 +15,7 @@ import type { Dictionary } from '../data/dictionary.js';
 import { LanguagePairDataset, type Batch } from '../data/language_pair_dataset.js';
 import { DifformerError } from '../errors.js';
 import { getLogger } from '../log.js';
-import { fairseqBleu, formatFairseqBleu, rougeLines } from '../metrics/index.js';
+import { fairseqBleu, formatFairseqBleu, rougeLines, sacreBleuLines } from '../metrics/index.js';
 import {
   boolFlag,
   commonDefaults,
@@ -42,6 +42,7 @@ export interface GenerateOptions {
   maxTokens: number | undefined;
   resultsPath: string | undefined;
   quiet: boolean;
+  sacrebleu: boolean;
   removeBpe: string | undefined;
   postProcess: string | undefined;
   input: string | undefined;
@@ -58,6 +59,7 @@ export const generateDefaults: Readonly<GenerateOptions> = Object.freeze({
   maxTokens: undefined,
   resultsPath: undefined,
   quiet: false,
+  sacrebleu: false,
   removeBpe: undefined,
   postProcess: undefined,
   input: undefined,
@@ -74,6 +76,7 @@ export const generateOptionTable: OptionTable<GenerateOptions> = {
   maxTokens: intFlag('--max-tokens', 'tokens per batch', 'N', 1),
   resultsPath: optionalStringFlag('--results-path', 'write output to DIR/generate-<subset>.txt instead of stdout', 'DIR'),
   quiet: boolFlag('--quiet', 'only print the final score line'),
+  sacrebleu: boolFlag('--sacrebleu', "final line: sacreBLEU (13a) instead of fairseq's BLEU4, on the post-processed references of the data-bin"),
   removeBpe: optionalStringFlag('--remove-bpe', "remove subword markers: 'sentencepiece' or a BPE continuation string such as '@@ '", 'KIND'),
   postProcess: optionalStringFlag('--post-process', 'same as --remove-bpe', 'KIND'),
   input: optionalStringFlag('--input', "'-' reads raw source sentences from stdin (interactive mode)", 'FILE'),
@@ -211,7 +214,8 @@ export async function runGenerate(data: string, parsed: Record<string, unknown>)
     // skipped sentences are left out of the score, as fairseq never decodes them
     const [h, r] = [indices.map((i) => hyps[i]!), indices.map((i) => refs[i]!)];
     if (task.metric === 'rouge') for (const l of rougeLines(h, r)) out(`Generate ${opts.genSubset} with beam=${generator.beamLabel}: ${l}`);
-    out(`Generate ${opts.genSubset} with beam=${generator.beamLabel}: ${formatFairseqBleu(fairseqBleu(h, r), 4)}`);
+    const bleu = opts.sacrebleu ? sacreBleuLines(h, [r])[0]! : formatFairseqBleu(fairseqBleu(h, r), 4);
+    out(`Generate ${opts.genSubset} with beam=${generator.beamLabel}: ${bleu}`);
   }
   if (resultsFile) writeFileAtomic(resultsFile, results.map((l) => `${l}\n`).join(''));
   model.dispose();

@@ -146,6 +146,12 @@ test('generate prints S-/T-/H-/D-/P- lines and a final BLEU4 line that agrees wi
   writeFileSync(join(tmp.path, 'ref'), byId('T-', 1).join('\n') + '\n');
   const s = runCli('difformer-score', ['--sys', join(tmp.path, 'sys'), '--ref', join(tmp.path, 'ref')]);
   assert.equal(s.stdout.trim(), last.replace(/^Generate test with beam=3: /, ''));
+  // --sacrebleu: the final line is sacreBLEU's, the same as difformer-score --sacrebleu on H-/T-
+  const sb = runCli('difformer-generate', [BIN, '--path', ckpt, '--gen-subset', 'test', '--beam', '3', '--batch-size', '32', '--remove-bpe', 'sentencepiece', '--max-len-b', '10', '--sacrebleu', '--quiet']);
+  assert.equal(sb.code, 0, sb.stderr);
+  const ss = runCli('difformer-score', ['--sys', join(tmp.path, 'sys'), '--ref', join(tmp.path, 'ref'), '--sacrebleu']);
+  assert.match(ss.stdout, /^BLEU\|nrefs:1\|.* = [\d.]+ /);
+  assert.equal(sb.stdout.trim(), `Generate test with beam=3: ${ss.stdout.trim()}`);
   // --quiet prints only the score line; --results-path writes generate-test.txt
   const q = runCli('difformer-generate', [BIN, '--path', ckpt, '--beam', '1', '--quiet', '--results-path', join(tmp.path, 'res'), '--max-len-b', '10']);
   assert.equal(q.code, 0, q.stderr);
