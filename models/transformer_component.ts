@@ -70,16 +70,33 @@ export class AutoregressiveTransformer extends TransformerModel implements Autor
    * forcing on prevTokens [N, L] (EOS at position 0), mean log-prob of tokens 1.. over non-pad.
    */
   scoreCandidates(srcTokens: tf.Tensor2D, prevTokens: tf.Tensor2D): Float32Array {
-    const pad = this.dicts.tgt.padIndex;
     return tf.tidy(() => {
       const [n, l] = prevTokens.shape;
       const logits = this.forward(srcTokens, prevTokens, false); // [N, L, V]
-      const lp = tf.logSoftmax(logits.slice([0, 0, 0], [n, l - 1, -1])); // output j-1 scores token j
-      const next = prevTokens.slice([0, 1], [n, l - 1]); // [N, L-1]
-      const picked = tf.sum(tf.mul(lp, tf.oneHot(next, lp.shape[2])), 2); // [N, L-1]
-      const mask = tf.cast(tf.notEqual(next, pad), 'float32');
+      // output j-1 scores token j
+      const { picked, mask } = this.picked(logits.slice([0, 0, 0], [n, l - 1, -1]) as tf.Tensor3D, prevTokens.slice([0, 1], [n, l - 1]));
       return tf.div(tf.sum(tf.mul(picked, mask), 1), tf.maximum(tf.sum(mask, 1), 1)).dataSync() as Float32Array;
     });
+  }
+
+  /**
+   * Teacher-forced log-prob of every target token (fairseq's SequenceScorer, --score-reference):
+   * [N, L] row-major, 0 at pad positions.
+   */
+  targetLogProbs(srcTokens: tf.Tensor2D, prevOutputTokens: tf.Tensor2D, target: tf.Tensor2D): Float32Array {
+    return tf.tidy(() => {
+      const { picked, mask } = this.picked(this.forward(srcTokens, prevOutputTokens, false), target);
+      return tf.mul(picked, mask).dataSync() as Float32Array;
+    });
+  }
+
+  /** log_softmax(logits) at `tokens` [N, L], and the non-pad mask of `tokens`. */
+  private picked(logits: tf.Tensor3D, tokens: tf.Tensor2D): { picked: tf.Tensor2D; mask: tf.Tensor2D } {
+    const lp = tf.logSoftmax(logits);
+    return {
+      picked: tf.sum(tf.mul(lp, tf.oneHot(tokens, lp.shape[2])), 2) as tf.Tensor2D,
+      mask: tf.cast(tf.notEqual(tokens, this.dicts.tgt.padIndex), 'float32') as tf.Tensor2D,
+    };
   }
 }
 

@@ -34,6 +34,7 @@ import type { SequenceGenerator, Hypothesis } from '../generate/generator.js';
 import type { DiffusionGenerator } from '../generate/diffusion_sampler.js';
 import { decodingCommand, loadCheckpointModel, modelPositionLimits, startBackend, type LoadedModel } from './shared.js';
 import { postProcess } from '../data/post_process.js';
+import { buildReferenceScorer, isReferenceScorer } from '../generate/reference_scorer.js';
 
 export interface GenerateOptions {
   path: string | undefined;
@@ -43,6 +44,7 @@ export interface GenerateOptions {
   resultsPath: string | undefined;
   quiet: boolean;
   sacrebleu: boolean;
+  scoreReference: boolean;
   removeBpe: string | undefined;
   postProcess: string | undefined;
   input: string | undefined;
@@ -60,6 +62,7 @@ export const generateDefaults: Readonly<GenerateOptions> = Object.freeze({
   resultsPath: undefined,
   quiet: false,
   sacrebleu: false,
+  scoreReference: false,
   removeBpe: undefined,
   postProcess: undefined,
   input: undefined,
@@ -76,6 +79,7 @@ export const generateOptionTable: OptionTable<GenerateOptions> = {
   maxTokens: intFlag('--max-tokens', 'tokens per batch', 'N', 1),
   resultsPath: optionalStringFlag('--results-path', 'write output to DIR/generate-<subset>.txt instead of stdout', 'DIR'),
   quiet: boolFlag('--quiet', 'only print the final score line'),
+  scoreReference: boolFlag('--score-reference', 'no search: score each reference with the autoregressive model (H-/P- lines hold the reference and its log-probs)'),
   sacrebleu: boolFlag('--sacrebleu', "final line: sacreBLEU (13a) instead of fairseq's BLEU4, on the post-processed references of the data-bin"),
   removeBpe: optionalStringFlag('--remove-bpe', "remove subword markers: 'sentencepiece' or a BPE continuation string such as '@@ '", 'KIND'),
   postProcess: optionalStringFlag('--post-process', 'same as --remove-bpe', 'KIND'),
@@ -129,7 +133,14 @@ export async function runGenerate(data: string, parsed: Record<string, unknown>)
   for (const p of extraPaths) extra.push(await loadModel(p, data, parsed, common.seed));
   const { task, model, ckpt } = main;
   const genOpts = resolveGeneratorOptions(parsed);
-  const generator: SequenceGenerator = buildGenerator(ckpt.meta.config.model.name, model, { task, extra: extra.map((e) => e.model), options: genOpts, seed: common.seed, removeBpe });
+  let generator: SequenceGenerator;
+  if (opts.scoreReference) {
+    if (!isReferenceScorer(model)) throw new DifformerError('DIFFORMER_BAD_OPTION', `--score-reference needs an autoregressive model; ${mainPath} holds a ${ckpt.meta.config.model.name}`);
+    if (opts.input !== undefined) throw new DifformerError('DIFFORMER_BAD_OPTION', '--score-reference scores the references of --gen-subset: it cannot be combined with --input');
+    generator = buildReferenceScorer(model, genOpts.beam);
+  } else {
+    generator = buildGenerator(ckpt.meta.config.model.name, model, { task, extra: extra.map((e) => e.model), options: genOpts, seed: common.seed, removeBpe });
+  }
 
   // 3. what to decode
   const what = opts.input !== undefined ? 'input' : opts.genSubset;

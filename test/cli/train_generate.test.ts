@@ -152,6 +152,15 @@ test('generate prints S-/T-/H-/D-/P- lines and a final BLEU4 line that agrees wi
   const ss = runCli('difformer-score', ['--sys', join(tmp.path, 'sys'), '--ref', join(tmp.path, 'ref'), '--sacrebleu']);
   assert.match(ss.stdout, /^BLEU\|nrefs:1\|.* = [\d.]+ /);
   assert.equal(sb.stdout.trim(), `Generate test with beam=3: ${ss.stdout.trim()}`);
+  // --score-reference: the H- lines are the references (as T-), scored by the model
+  const sr = runCli('difformer-generate', [BIN, '--path', ckpt, '--gen-subset', 'test', '--score-reference', '--batch-size', '32', '--remove-bpe', 'sentencepiece']);
+  assert.equal(sr.code, 0, sr.stderr);
+  const col = (prefix: string, field: number) => new Map(sr.stdout.split('\n').filter((l) => l.startsWith(prefix)).map((l) => [l.split('\t')[0]!.slice(2), l.split('\t')[field]!]));
+  const [hs, ts] = [col('H-', 2), col('T-', 1)];
+  assert.equal(hs.size, 80);
+  const same = [...hs].filter(([id, h]) => h === ts.get(id)).length;
+  assert.ok(same >= 70, `${same} of 80 H- lines equal their T- line (references with <unk> print it differently)`);
+  assert.ok([...col('H-', 1).values()].every((v) => Number(v) < 0), 'log-prob scores');
   // --quiet prints only the score line; --results-path writes generate-test.txt
   const q = runCli('difformer-generate', [BIN, '--path', ckpt, '--beam', '1', '--quiet', '--results-path', join(tmp.path, 'res'), '--max-len-b', '10']);
   assert.equal(q.code, 0, q.stderr);
