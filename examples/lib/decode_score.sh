@@ -9,12 +9,25 @@
 # generate's own sentences/s (model loading excluded).
 # With METRIC=rouge in the environment the first field is ROUGE-1/2/L F1 (x100) instead.
 # Expects the caller's working directory to be the repository root (bin/ holds the commands).
+# A finished decoding is reused when the same call comes again with the same checkpoint files
+# (size and time), so an interrupted table resumes instead of decoding every row again;
+# DECODE_REUSE=0 decodes anew.
 decode_score() {
   local out=$1 data=$2 ckpt=$3 subset=$4 n=$5 ref=$6
   shift 6
-  node bin/difformer-generate.js "$data" --path "$ckpt" --gen-subset "$subset" --batch-size 100 \
-    --max-sentences-to-generate "$n" --remove-bpe sentencepiece --seed 7 --log-format json "$@" \
-    > "$out.txt" 2> "$out.log" || { echo "decode_score: generate failed, see $out.log" >&2; return 1; }
+  local key part
+  key=$(printf '%s\n' "$data" "$ckpt" "$subset" "$n" "$@")
+  IFS=: read -ra part <<< "$ckpt"
+  key+=$'\n'$(stat -c '%s %Y' "${part[@]}")
+  if [ "${DECODE_REUSE:-1}" = 1 ] && [ -f "$out.args" ] && [ "$(cat "$out.args")" = "$key" ]; then
+    echo "decode_score: reusing $out.txt (same call, same checkpoints)" >&2
+  else
+    rm -f "$out.args"
+    node bin/difformer-generate.js "$data" --path "$ckpt" --gen-subset "$subset" --batch-size 100 \
+      --max-sentences-to-generate "$n" --remove-bpe sentencepiece --seed 7 --log-format json "$@" \
+      > "$out.txt" 2> "$out.log" || { echo "decode_score: generate failed, see $out.log" >&2; return 1; }
+    printf '%s' "$key" > "$out.args"
+  fi
   # the first N lines of REF are the reference: a skipped sentence would misalign them
   if grep -q 'skipped (longer than the model' "$out.log"; then
     echo "decode_score: generate skipped sentences (see $out.log); the reference would not line up" >&2; return 1
