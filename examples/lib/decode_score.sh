@@ -18,7 +18,7 @@ decode_score() {
   local key part
   key=$(printf '%s\n' "$data" "$ckpt" "$subset" "$n" "$@")
   IFS=: read -ra part <<< "$ckpt"
-  key+=$'\n'$(stat -c '%s %Y' "${part[@]}")
+  key+=$'\n'$(stat -c '%s %Y' "${part[@]}" 2>/dev/null || stat -f '%z %m' "${part[@]}") # GNU, or BSD/macOS
   if [ "${DECODE_REUSE:-1}" = 1 ] && [ -f "$out.args" ] && [ "$(cat "$out.args")" = "$key" ]; then
     echo "decode_score: reusing $out.txt (same call, same checkpoints)" >&2
   else
