@@ -45,6 +45,7 @@ export interface GenerateOptions {
   quiet: boolean;
   sacrebleu: boolean;
   scoreReference: boolean;
+  printStep: boolean;
   removeBpe: string | undefined;
   postProcess: string | undefined;
   input: string | undefined;
@@ -63,6 +64,7 @@ export const generateDefaults: Readonly<GenerateOptions> = Object.freeze({
   quiet: false,
   sacrebleu: false,
   scoreReference: false,
+  printStep: false,
   removeBpe: undefined,
   postProcess: undefined,
   input: undefined,
@@ -79,6 +81,7 @@ export const generateOptionTable: OptionTable<GenerateOptions> = {
   maxTokens: intFlag('--max-tokens', 'tokens per batch', 'N', 1),
   resultsPath: optionalStringFlag('--results-path', 'write output to DIR/generate-<subset>.txt instead of stdout', 'DIR'),
   quiet: boolFlag('--quiet', 'only print the final score line'),
+  printStep: boolFlag('--print-step', 'iterative decoders (CMLM, diffusion): print I-<id> lines with the 0-based step at which the hypothesis was final'),
   scoreReference: boolFlag('--score-reference', 'no search: score each reference with the autoregressive model (H-/P- lines hold the reference and its log-probs)'),
   sacrebleu: boolFlag('--sacrebleu', "final line: sacreBLEU (13a) instead of fairseq's BLEU4, on the post-processed references of the data-bin"),
   removeBpe: optionalStringFlag('--remove-bpe', "remove subword markers: 'sentencepiece' or a BPE continuation string such as '@@ '", 'KIND'),
@@ -205,6 +208,7 @@ export async function runGenerate(data: string, parsed: Record<string, unknown>)
           out(`H-${id}\t${f.score}\t${f.str}`);
           out(`D-${id}\t${f.score}\t${f.str}`);
           out(`P-${id}\t${f.pos}`);
+          if (opts.printStep && h.steps !== undefined) out(`I-${id}\t${h.steps}`);
         }
         if (rank === 0) {
           hyps[id] = f.str;

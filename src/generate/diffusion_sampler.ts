@@ -313,7 +313,8 @@ export function buildDiffusionGenerator<E>(model: DiffusionModel<E>, deps: Diffu
     const sc = scT!.dataSync() as Float32Array;
     const raws: RawCandidate[] = Array.from(lengths, (len, c) => {
       const scores = sc.slice(c * maxLen, c * maxLen + len);
-      return { tokens: tok.slice(c * maxLen, c * maxLen + len), scores, score: scores.reduce((a, v) => a + v, 0) / len };
+      // every candidate runs all K - E denoiser passes: its last step index is K - E - 1
+      return { tokens: tok.slice(c * maxLen, c * maxLen + len), scores, score: scores.reduce((a, v) => a + v, 0) / len, steps: o.decodingSteps - o.decodingEarlyStopping - 1 };
     });
     tf.dispose([tokT!, scT!, prev!, mask, order, src]);
     model.disposeEncoderOut(enc);

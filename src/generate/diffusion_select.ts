@@ -38,6 +38,8 @@ export interface RawCandidate {
   scores: Float32Array;
   /** Mean of `scores` (natural log): the official hypothesis score. */
   score: number;
+  /** The 0-based decoding step at which the candidate was final (--print-step). */
+  steps?: number;
 }
 
 export interface SpecialTokens {
@@ -85,7 +87,7 @@ export function rankCandidates(scores: readonly number[]): number[] {
 
 /** Build the sentence's hypotheses, best first, each scored by its selection score. */
 export function rankedHypotheses(raws: readonly RawCandidate[], selScores: readonly number[], ids: SpecialTokens): Hypothesis[] {
-  return rankCandidates(selScores).map((c) => ({ ...toHypothesisTokens(raws[c]!, ids), score: selScores[c]! }));
+  return rankCandidates(selScores).map((c) => ({ ...toHypothesisTokens(raws[c]!, ids), score: selScores[c]!, ...(raws[c]!.steps === undefined ? {} : { steps: raws[c]!.steps }) }));
 }
 
 /**

@@ -207,7 +207,7 @@ export function buildMaskPredictGenerator<E>(model: MaskPredictModel<E>, deps: M
 
       // 4. Finished candidates leave the batch.
       active.forEach((c, i) => {
-        if (finished[i]) raws[c] = rawCandidate(c);
+        if (finished[i]) raws[c] = { ...rawCandidate(c), steps: step };
       });
       const keep = Int32Array.from(active.keys()).filter((i) => !finished[i]);
       if (keep.length > 0 && keep.length < a) {

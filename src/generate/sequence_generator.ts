@@ -31,6 +31,8 @@ export interface Hypothesis {
   score: number;
   /** Per-token log-probabilities (natural log), one per token. */
   positionalScores: Float32Array;
+  /** Iterative decoders: the 0-based refinement step at which it was final (fairseq's I- lines). */
+  steps?: number;
 }
 
 export interface SpecialIds {

@@ -287,6 +287,10 @@ test('difformer-score --source-reliance: a table per timestep for a diffusion ch
   assert.match(lines[0]!, /^Source reliance on valid \(20 sentences, \d+ target tokens/);
   assert.deepEqual(lines.slice(1).map((l) => l.split('\t')[0]), ['t=1999', 't=1500', 't=1000', 't=500', 't=0']);
   for (const l of lines.slice(1)) assert.match(l, /accuracy [01]\.\d{4} with its own source, [01]\.\d{4} with the next sentence's \([+-]\d\.\d{4}\)$/);
+  // --print-step: I- lines with the last step index, K - E - 1 for the diffusion sampler
+  const g = runCli('difformer-generate', [BIN, '--path', join(dir, 'checkpoint_last.safetensors'), '--decoding-steps', '6', '--decoding-early-stopping', '2', '--max-sentences-to-generate', '3', '--print-step']);
+  assert.equal(g.code, 0, g.stderr);
+  assert.deepEqual(g.stdout.split('\n').filter((l) => l.startsWith('I-')).map((l) => l.split('\t')[1]), ['3', '3', '3']);
   const ar = runCli('difformer-score', ['--source-reliance', BIN, '--path', join(tmp.path, 'ckA', 'checkpoint_last.safetensors')]);
   assert.equal(ar.code, 1);
   assert.match(ar.stderr, /--source-reliance needs a diffusion model \(difformer, diff_lm\); .* holds a transformer/);

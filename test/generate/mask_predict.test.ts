@@ -144,6 +144,9 @@ test('adaptive stop: a row equal to the previous one finishes early (fairseq kee
   const full = buildMaskPredictGenerator(forced.model, { tgtDict: dict, options: options({ iterDecodeMaxIter: 10, iterDecodeForceMaxIter: true }), seed: 1 }).generate(oneSentence);
   assert.equal(forced.calls.length, 11);
   assert.deepEqual(Array.from(full[0]![0]!.tokens), [11, 12, EOS]);
+  // fairseq's hypo["steps"] (I- lines): the 0-based pass at which the row was final
+  assert.equal(out[0]![0]!.steps, 1);
+  assert.equal(full[0]![0]!.steps, 10);
   // Finished candidates leave the batch. M = 4, lengths 5, 6, 7: L' = 3 re-masks 2, 1, 1 and stops
   // after pass 3; L' = 4 and 5 re-mask 3, 2, 1, 0 and 4, 3, 2, 1 and run all 5 passes.
   const mixed = stub([6]);
