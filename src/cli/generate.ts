@@ -177,6 +177,8 @@ export async function runGenerate(data: string, parsed: Record<string, unknown>)
   if (resultsFile) checkWritableFile(resultsFile);
   const results: string[] = [];
   const out: (line: string) => void = opts.resultsPath ? (l) => results.push(l) : (l) => process.stdout.write(`${l}\n`);
+  // fairseq-interactive prints in input order; fairseq-generate in batch order
+  const perId: string[][] | undefined = rawSources ? [] : undefined;
   const hyps: string[] = new Array(first).fill('');
   const refs: string[] = new Array(first).fill('');
   const bar = createProgress(`generate ${what}`, n, ' | {sps} sent/s');
@@ -190,25 +192,26 @@ export async function runGenerate(data: string, parsed: Record<string, unknown>)
     const result = full.hypos;
     for (let b = 0; b < batch.bsz; b++) {
       const id = batch.ids[b]!;
+      const say = perId ? (l: string) => (perId[id] ??= []).push(l) : out;
       const srcRow = batch.srcTokens.subarray(b * batch.srcLen, b * batch.srcLen + batch.srcLengths[b]!);
       const srcStr = rawSources ? rawSources[id]! : postProcess(task.srcDict.string(srcRow), removeBpe);
       const hasTarget = dataset.tgt !== undefined && !rawSources;
       const tgtStr = hasTarget ? postProcess(task.tgtDict.string(batch.target.subarray(b * batch.tgtLen, b * batch.tgtLen + batch.tgtLengths[b]!), { escapeUnk: true }), removeBpe) : '';
       if (!opts.quiet) {
-        out(`S-${id}\t${srcStr}`);
-        if (hasTarget) out(`T-${id}\t${tgtStr}`);
+        say(`S-${id}\t${srcStr}`);
+        if (hasTarget) say(`T-${id}\t${tgtStr}`);
       }
       // fairseq's E-<id>_<step> lines: the argmax tokens after each decoding step
       full.history?.[b]?.forEach((tokens, step) => {
-        if (!opts.quiet) out(`E-${id}_${step}\t${postProcess(task.tgtDict.string(tokens), removeBpe)}`);
+        if (!opts.quiet) say(`E-${id}_${step}\t${postProcess(task.tgtDict.string(tokens), removeBpe)}`);
       });
       result[b]!.slice(0, genOpts.nbest).forEach((h, rank) => {
         const f = formatHypo(h, task.tgtDict, removeBpe);
         if (!opts.quiet) {
-          out(`H-${id}\t${f.score}\t${f.str}`);
-          out(`D-${id}\t${f.score}\t${f.str}`);
-          out(`P-${id}\t${f.pos}`);
-          if (opts.printStep && h.steps !== undefined) out(`I-${id}\t${h.steps}`);
+          say(`H-${id}\t${f.score}\t${f.str}`);
+          say(`D-${id}\t${f.score}\t${f.str}`);
+          say(`P-${id}\t${f.pos}`);
+          if (opts.printStep && h.steps !== undefined) say(`I-${id}\t${h.steps}`);
         }
         if (rank === 0) {
           hyps[id] = f.str;
@@ -221,6 +224,7 @@ export async function runGenerate(data: string, parsed: Record<string, unknown>)
     bar.update(done, { sps: (done / Math.max(1e-3, (Date.now() - t0) / 1000)).toFixed(1) });
   }
   bar.stop();
+  for (const lines of perId ?? []) for (const l of lines ?? []) out(l);
   const secs = (Date.now() - t0) / 1000;
   log.info({ sentences: n, tokens: ntok, seconds: secs, sentencesPerSecond: n / Math.max(secs, 1e-6) }, `translated ${n} sentences (${ntok} tokens) in ${secs.toFixed(1)}s (${(n / Math.max(secs, 1e-6)).toFixed(2)} sentences/s, ${(ntok / Math.max(secs, 1e-6)).toFixed(2)} tokens/s)`);
 

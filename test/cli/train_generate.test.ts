@@ -185,6 +185,10 @@ test('interactive: --input - reads raw sentences, encodes them with the data-bin
   assert.equal(g.code, 0, g.stderr);
   assert.match(g.stdout, /^S-0\tDatei öffnen\nH-0\t-[\d.]+\t.*\nD-0\t/m);
   assert.match(g.stdout, /^S-1\tDrucken$/m);
+  // as fairseq-interactive, output follows the input order, not the (length-sorted) batch order
+  const ordered = runCli('difformer-generate', [BIN, '--path', ckpt, '--input', '-', '--beam', '1', '--max-len-b', '3'], { input: 'Die Datei konnte nicht geöffnet werden\nDrucken\nDatei öffnen\n' });
+  assert.equal(ordered.code, 0, ordered.stderr);
+  assert.deepEqual(ordered.stdout.split('\n').filter((l) => /^[SH]-/.test(l)).map((l) => l.split('\t')[0]), ['S-0', 'H-0', 'S-1', 'H-1', 'S-2', 'H-2']);
   assert.doesNotMatch(g.stdout, /BLEU4/);
   // input as the preprocess reads it: CRLF line ends, a missing file is one user error
   const crlf = runCli('difformer-generate', [BIN, '--path', ckpt, '--input', '-', '--beam', '1', '--max-len-b', '3'], { input: 'Drucken\r\nSpeichern\r\n' });
