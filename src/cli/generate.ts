@@ -150,6 +150,8 @@ export async function runGenerate(data: string, parsed: Record<string, unknown>)
   let dataset: LanguagePairDataset;
   let rawSources: string[] | undefined;
   if (opts.input !== undefined) {
+    // the whole input is read first (then batched by length): say so to a person typing
+    if (opts.input === '-' && process.stdin.isTTY) log.info('reading source sentences from the terminal, one per line; end with Ctrl-D to translate them');
     const lines = readLines(opts.input).lines;
     rawSources = lines;
     dataset = await interactiveDataset(task, lines);
