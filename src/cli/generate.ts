@@ -5,10 +5,14 @@
  *   5. decode batches, print S-/T-/H-/D-/P- lines (scores in base 2) in batch order;
  *   6. the final "Generate <subset> with beam=<b>: BLEU4 = ..." line.
  * `--input -` reads raw sentences from stdin instead (fairseq-interactive): they are encoded
- * with the data-bin's spm.model and source dictionary, and H-/D-/P- lines are printed.
+ * with the data-bin's spm.model and source dictionary, and S-/H-/D-/P- lines are printed in
+ * input order, all at once or --buffer-size sentences at a time (one at a time on a terminal).
  */
 import { Command } from 'commander';
 import { checkWritableFile, writeFileAtomic } from '../atomic.js';
+import { createReadStream } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { InMemoryDataset } from '../data/indexed_dataset.js';
 import { readLines } from '../data/text.js';
 import { join } from 'node:path';
 import type { Dictionary } from '../data/dictionary.js';
@@ -49,6 +53,7 @@ export interface GenerateOptions {
   removeBpe: string | undefined;
   postProcess: string | undefined;
   input: string | undefined;
+  bufferSize: number;
   sourceLang: string | undefined;
   targetLang: string | undefined;
   maxSentences: number;
@@ -68,6 +73,7 @@ export const generateDefaults: Readonly<GenerateOptions> = Object.freeze({
   removeBpe: undefined,
   postProcess: undefined,
   input: undefined,
+  bufferSize: 0,
   sourceLang: undefined,
   targetLang: undefined,
   maxSentences: 0,
@@ -87,6 +93,7 @@ export const generateOptionTable: OptionTable<GenerateOptions> = {
   removeBpe: optionalStringFlag('--remove-bpe', "remove subword markers: 'sentencepiece' or a BPE continuation string such as '@@ '", 'KIND'),
   postProcess: optionalStringFlag('--post-process', 'same as --remove-bpe', 'KIND'),
   input: optionalStringFlag('--input', "'-' reads raw source sentences from stdin (interactive mode)", 'FILE'),
+  bufferSize: intFlag('--buffer-size', 'with --input: decode N sentences at a time as they come (0 = all at once; 1 on a terminal)', 'N', 0),
   sourceLang: { ...optionalStringFlag('--source-lang', 'source language (default: from the checkpoint)', 'SRC'), short: '-s' },
   targetLang: { ...optionalStringFlag('--target-lang', 'target language (default: from the checkpoint)', 'TGT'), short: '-t' },
   maxSentences: intFlag('--max-sentences-to-generate', 'stop after this many sentences (0 = all)', 'N', 0),
@@ -145,32 +152,11 @@ export async function runGenerate(data: string, parsed: Record<string, unknown>)
     generator = buildGenerator(ckpt.meta.config.model.name, model, { task, extra: extra.map((e) => e.model), options: genOpts, seed: common.seed, removeBpe });
   }
 
-  // 3. what to decode
+  // 3. what to decode: a split, or raw sentences (all at once, or --buffer-size at a time)
   const what = opts.input !== undefined ? 'input' : opts.genSubset;
-  let dataset: LanguagePairDataset;
-  let rawSources: string[] | undefined;
-  if (opts.input !== undefined) {
-    // the whole input is read first (then batched by length): say so to a person typing
-    if (opts.input === '-' && process.stdin.isTTY) log.info('reading source sentences from the terminal, one per line; end with Ctrl-D to translate them');
-    const lines = readLines(opts.input).lines;
-    rawSources = lines;
-    dataset = await interactiveDataset(task, lines);
-  } else {
-    dataset = task.loadDataset(opts.genSubset);
-  }
-  const first = opts.maxSentences > 0 ? Math.min(opts.maxSentences, dataset.length) : dataset.length;
   // fairseq's resolve_max_positions: the task's and every model's (rerankers read the sources too)
   const maxSourcePositions = Math.min(task.opts.maxSourcePositions, ...[main, ...extra].map((m) => modelPositionLimits(m.ckpt.meta.config.model.options).maxSourcePositions));
   const limits = { maxSourcePositions, maxTokens: opts.maxTokens ?? Infinity };
-  const indices = fitting(dataset, first, limits, opts.skipInvalidSizeInputsValidTest, what);
-  const n = indices.length;
-  const batches = dataset.batches(indices, {
-    maxTokens: opts.maxTokens,
-    batchSize: opts.batchSize ?? (opts.maxTokens ? undefined : 64),
-    requiredBatchSizeMultiple: 1,
-    maxSourcePositions: Infinity,
-    maxTargetPositions: Infinity,
-  });
 
   // 4. decode and print
   // --results-path: written whole at the end, so a failed run leaves an earlier file intact;
@@ -179,11 +165,78 @@ export async function runGenerate(data: string, parsed: Record<string, unknown>)
   if (resultsFile) checkWritableFile(resultsFile);
   const results: string[] = [];
   const out: (line: string) => void = opts.resultsPath ? (l) => results.push(l) : (l) => process.stdout.write(`${l}\n`);
-  // fairseq-interactive prints in input order; fairseq-generate in batch order
+  const run = { task, generator, genOpts, opts, removeBpe, out };
+  const t0 = Date.now();
+  let n = 0;
+  let ntok = 0;
+  if (opts.input !== undefined) {
+    // a person typing gets each sentence back at once (fairseq-interactive); pipes and files
+    // are read whole and batched by length unless --buffer-size says otherwise
+    const tty = opts.input === '-' && process.stdin.isTTY === true;
+    const bufferSize = opts.bufferSize > 0 ? opts.bufferSize : tty ? 1 : Infinity;
+    if (tty) log.info(bufferSize === 1 ? 'reading source sentences from the terminal, one per line (Ctrl-D ends)' : `reading source sentences from the terminal, ${bufferSize} at a time (Ctrl-D ends)`);
+    const encode = await sourceEncoder(task);
+    let offset = 0;
+    for await (const lines of inputChunks(opts.input, bufferSize)) {
+      const dataset = interactiveDataset(task, encode, lines);
+      const indices = fitting(dataset, dataset.length, limits, opts.skipInvalidSizeInputsValidTest, what, offset, bufferSize !== Infinity);
+      const r = decodeAndPrint(run, dataset, indices, { rawSources: lines, offset, progress: bufferSize === Infinity, label: what });
+      [n, ntok, offset] = [n + indices.length, ntok + r.ntok, offset + lines.length];
+    }
+  } else {
+    const dataset = task.loadDataset(opts.genSubset);
+    const first = opts.maxSentences > 0 ? Math.min(opts.maxSentences, dataset.length) : dataset.length;
+    const indices = fitting(dataset, first, limits, opts.skipInvalidSizeInputsValidTest, what, 0);
+    const r = decodeAndPrint(run, dataset, indices, { offset: 0, progress: true, label: what });
+    [n, ntok] = [indices.length, r.ntok];
+    // 5. the final score line; skipped sentences are left out, as fairseq never decodes them
+    if (dataset.tgt) {
+      const [h, ref] = [indices.map((i) => r.hyps[i]!), indices.map((i) => r.refs[i]!)];
+      if (task.metric === 'rouge') for (const l of rougeLines(h, ref)) out(`Generate ${opts.genSubset} with beam=${generator.beamLabel}: ${l}`);
+      const bleu = opts.sacrebleu ? sacreBleuLines(h, [ref])[0]! : formatFairseqBleu(fairseqBleu(h, ref), 4);
+      out(`Generate ${opts.genSubset} with beam=${generator.beamLabel}: ${bleu}`);
+    }
+  }
+  const secs = (Date.now() - t0) / 1000;
+  log.info({ sentences: n, tokens: ntok, seconds: secs, sentencesPerSecond: n / Math.max(secs, 1e-6) }, `translated ${n} sentences (${ntok} tokens) in ${secs.toFixed(1)}s (${(n / Math.max(secs, 1e-6)).toFixed(2)} sentences/s, ${(ntok / Math.max(secs, 1e-6)).toFixed(2)} tokens/s)`);
+  if (resultsFile) writeFileAtomic(resultsFile, results.map((l) => `${l}\n`).join(''));
+  model.dispose();
+  for (const e of extra) e.model.dispose();
+}
+
+interface DecodeRun {
+  task: TranslationTask;
+  generator: SequenceGenerator;
+  genOpts: ReturnType<typeof resolveGeneratorOptions>;
+  opts: GenerateOptions;
+  removeBpe: string | undefined;
+  out: (line: string) => void;
+}
+
+/**
+ * Decodes `indices` of `dataset` in length-sorted batches and prints their lines: in batch order
+ * for a split (fairseq-generate), in input order for raw sentences (fairseq-interactive).
+ * Printed ids are `offset` + the dataset's; hyps/refs (post-processed) are by dataset index.
+ */
+function decodeAndPrint(
+  run: DecodeRun,
+  dataset: LanguagePairDataset,
+  indices: number[],
+  where: { rawSources?: string[]; offset: number; progress: boolean; label: string },
+): { hyps: string[]; refs: string[]; ntok: number } {
+  const { task, generator, genOpts, opts, removeBpe, out } = run;
+  const { rawSources, offset } = where;
+  const batches = dataset.batches(indices, {
+    maxTokens: opts.maxTokens,
+    batchSize: opts.batchSize ?? (opts.maxTokens ? undefined : 64),
+    requiredBatchSizeMultiple: 1,
+    maxSourcePositions: Infinity,
+    maxTargetPositions: Infinity,
+  });
   const perId: string[][] | undefined = rawSources ? [] : undefined;
-  const hyps: string[] = new Array(first).fill('');
-  const refs: string[] = new Array(first).fill('');
-  const bar = createProgress(`generate ${what}`, n, ' | {sps} sent/s');
+  const hyps: string[] = new Array(dataset.length).fill('');
+  const refs: string[] = new Array(dataset.length).fill('');
+  const bar = where.progress ? createProgress(`generate ${where.label}`, indices.length, ' | {sps} sent/s') : undefined;
   const t0 = Date.now();
   let done = 0;
   let ntok = 0;
@@ -193,10 +246,11 @@ export async function runGenerate(data: string, parsed: Record<string, unknown>)
     const full = withHistory ? (generator as DiffusionGenerator).generateWithHistory(batch) : { hypos: generator.generate(batch), history: undefined };
     const result = full.hypos;
     for (let b = 0; b < batch.bsz; b++) {
-      const id = batch.ids[b]!;
-      const say = perId ? (l: string) => (perId[id] ??= []).push(l) : out;
+      const i = batch.ids[b]!;
+      const id = offset + i;
+      const say = perId ? (l: string) => (perId[i] ??= []).push(l) : out;
       const srcRow = batch.srcTokens.subarray(b * batch.srcLen, b * batch.srcLen + batch.srcLengths[b]!);
-      const srcStr = rawSources ? rawSources[id]! : postProcess(task.srcDict.string(srcRow), removeBpe);
+      const srcStr = rawSources ? rawSources[i]! : postProcess(task.srcDict.string(srcRow), removeBpe);
       const hasTarget = dataset.tgt !== undefined && !rawSources;
       const tgtStr = hasTarget ? postProcess(task.tgtDict.string(batch.target.subarray(b * batch.tgtLen, b * batch.tgtLen + batch.tgtLengths[b]!), { escapeUnk: true }), removeBpe) : '';
       if (!opts.quiet) {
@@ -216,39 +270,27 @@ export async function runGenerate(data: string, parsed: Record<string, unknown>)
           if (opts.printStep && h.steps !== undefined) say(`I-${id}\t${h.steps}`);
         }
         if (rank === 0) {
-          hyps[id] = f.str;
+          hyps[i] = f.str;
           ntok += h.tokens.length;
         }
       });
-      refs[id] = tgtStr;
+      refs[i] = tgtStr;
     }
     done += batch.bsz;
-    bar.update(done, { sps: (done / Math.max(1e-3, (Date.now() - t0) / 1000)).toFixed(1) });
+    bar?.update(done, { sps: (done / Math.max(1e-3, (Date.now() - t0) / 1000)).toFixed(1) });
   }
-  bar.stop();
+  bar?.stop();
   for (const lines of perId ?? []) for (const l of lines ?? []) out(l);
-  const secs = (Date.now() - t0) / 1000;
-  log.info({ sentences: n, tokens: ntok, seconds: secs, sentencesPerSecond: n / Math.max(secs, 1e-6) }, `translated ${n} sentences (${ntok} tokens) in ${secs.toFixed(1)}s (${(n / Math.max(secs, 1e-6)).toFixed(2)} sentences/s, ${(ntok / Math.max(secs, 1e-6)).toFixed(2)} tokens/s)`);
-
-  // 5. the final score line
-  if (!rawSources && dataset.tgt) {
-    // skipped sentences are left out of the score, as fairseq never decodes them
-    const [h, r] = [indices.map((i) => hyps[i]!), indices.map((i) => refs[i]!)];
-    if (task.metric === 'rouge') for (const l of rougeLines(h, r)) out(`Generate ${opts.genSubset} with beam=${generator.beamLabel}: ${l}`);
-    const bleu = opts.sacrebleu ? sacreBleuLines(h, [r])[0]! : formatFairseqBleu(fairseqBleu(h, r), 4);
-    out(`Generate ${opts.genSubset} with beam=${generator.beamLabel}: ${bleu}`);
-  }
-  if (resultsFile) writeFileAtomic(resultsFile, results.map((l) => `${l}\n`).join(''));
-  model.dispose();
-  for (const e of extra) e.model.dispose();
+  return { hyps, refs, ntok };
 }
 
 /**
  * The first `first` sentences, checked as fairseq checks sizes before decoding: a source longer
  * than the model's positions (after --truncate-source, when the model was trained with it) or a
  * pair longer than --max-tokens fails with one message, or is skipped with a warning when asked.
+ * Messages name sentences by `offset` + index (raw input read in chunks).
  */
-function fitting(dataset: LanguagePairDataset, first: number, limits: { maxSourcePositions: number; maxTokens: number }, skip: boolean, what: string): number[] {
+function fitting(dataset: LanguagePairDataset, first: number, limits: { maxSourcePositions: number; maxTokens: number }, skip: boolean, what: string, offset: number, chunked = false): number[] {
   const kept: number[] = [];
   const bad: number[] = [];
   for (let i = 0; i < first; i++) {
@@ -263,21 +305,46 @@ function fitting(dataset: LanguagePairDataset, first: number, limits: { maxSourc
   const limit = overPositions ? `the model reads at most ${limits.maxSourcePositions} source tokens` : `--max-tokens is ${limits.maxTokens}`;
   const fix = overPositions ? 'skip them with --skip-invalid-size-inputs-valid-test, or train with --truncate-source to cut long sources' : 'raise --max-tokens, or skip them with --skip-invalid-size-inputs-valid-test';
   const count = `${bad.length} sentence${bad.length > 1 ? 's' : ''} too long`;
-  if (!skip) throw new DifformerError('DIFFORMER_BAD_DATA', `${what}: sentence ${i} has ${sizes}, but ${limit} (${count}): ${fix}`);
-  if (kept.length === 0) throw new DifformerError('DIFFORMER_BAD_DATA', `${what}: all ${first} sentences are too long (sentence ${i}: ${sizes}, but ${limit}); nothing to decode`);
-  getLogger().warn({ skipped: bad.length, firstIds: bad.slice(0, 10) }, `${bad.length} sentence${bad.length > 1 ? 's' : ''} of ${what} skipped (longer than the model or --max-tokens allows; first: ${bad.slice(0, 10).join(', ')})`);
+  if (!skip) throw new DifformerError('DIFFORMER_BAD_DATA', `${what}: sentence ${offset + i} has ${sizes}, but ${limit} (${count}): ${fix}`);
+  // (a chunk of streamed input may be skipped whole; the next one may fit)
+  if (kept.length === 0 && !chunked) throw new DifformerError('DIFFORMER_BAD_DATA', `${what}: all ${first} sentences are too long (sentence ${i}: ${sizes}, but ${limit}); nothing to decode`);
+  const ids = bad.slice(0, 10).map((b) => offset + b);
+  getLogger().warn({ skipped: bad.length, firstIds: ids }, `${bad.length} sentence${bad.length > 1 ? 's' : ''} of ${what} skipped (longer than the model or --max-tokens allows; first: ${ids.join(', ')})`);
   return kept;
 }
 
+/** Raw text -> the data-bin's pieces (its spm.model), or the text itself without one. */
+async function sourceEncoder(task: TranslationTask): Promise<(line: string) => string> {
+  if (!task.spmModelPath) return (l) => l;
+  const { SentencePieceModel } = await import('../data/spm.js');
+  const spm = await SentencePieceModel.load(task.spmModelPath);
+  return (l) => spm.encodePieces(l).join(' ');
+}
+
 /** Raw sentences -> an in-memory dataset encoded like the data-bin (spm.model + dictionary). */
-async function interactiveDataset(task: TranslationTask, lines: string[]): Promise<LanguagePairDataset> {
-  let encode = (l: string) => l;
-  if (task.spmModelPath) {
-    const { SentencePieceModel } = await import('../data/spm.js');
-    const spm = await SentencePieceModel.load(task.spmModelPath);
-    encode = (l) => spm.encodePieces(l).join(' ');
-  }
-  const { InMemoryDataset } = await import('../data/indexed_dataset.js');
+function interactiveDataset(task: TranslationTask, encode: (line: string) => string, lines: string[]): LanguagePairDataset {
   const src = new InMemoryDataset(lines.map((l) => task.srcDict.encodeLine(encode(l))));
   return new LanguagePairDataset(src, undefined, task.srcDict, task.tgtDict, task.datasetOptions());
+}
+
+/**
+ * --input in chunks of `size` sentences (fairseq-interactive's --buffer-size); Infinity reads the
+ * whole input first, with the corpus reader's checks (UTF-8, CRLF, missing file).
+ */
+async function* inputChunks(input: string, size: number): AsyncGenerator<string[]> {
+  if (size === Infinity) {
+    yield readLines(input).lines;
+    return;
+  }
+  if (input !== '-') readLines(input); // the same checks up front (a missing file: one clear error)
+  const rl = createInterface({ input: input === '-' ? process.stdin : createReadStream(input), crlfDelay: Infinity });
+  let chunk: string[] = [];
+  for await (const line of rl) {
+    chunk.push(line);
+    if (chunk.length >= size) {
+      yield chunk;
+      chunk = [];
+    }
+  }
+  if (chunk.length > 0) yield chunk;
 }

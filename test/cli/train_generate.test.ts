@@ -189,6 +189,20 @@ test('interactive: --input - reads raw sentences, encodes them with the data-bin
   const ordered = runCli('difformer-generate', [BIN, '--path', ckpt, '--input', '-', '--beam', '1', '--max-len-b', '3'], { input: 'Die Datei konnte nicht geöffnet werden\nDrucken\nDatei öffnen\n' });
   assert.equal(ordered.code, 0, ordered.stderr);
   assert.deepEqual(ordered.stdout.split('\n').filter((l) => /^[SH]-/.test(l)).map((l) => l.split('\t')[0]), ['S-0', 'H-0', 'S-1', 'H-1', 'S-2', 'H-2']);
+  // --buffer-size (fairseq-interactive): decoded a few at a time, same lines, ids counted across chunks
+  const chunked = runCli('difformer-generate', [BIN, '--path', ckpt, '--input', '-', '--beam', '1', '--max-len-b', '3', '--buffer-size', '2'], { input: 'Die Datei konnte nicht geöffnet werden\r\nDrucken\nDatei öffnen\n' });
+  assert.equal(chunked.code, 0, chunked.stderr);
+  // (other batch shapes: the same tokens, scores equal up to float noise)
+  const noScores = (o: string) => o.split('\n').map((l) => (/^[HD]-/.test(l) ? l.replace(/\t[^\t]*\t/, '\t') : l)).join('\n');
+  assert.equal(noScores(chunked.stdout), noScores(ordered.stdout));
+  // a sentence too long (here: for --max-tokens), in the second chunk, is named by its input line
+  const long = Array.from({ length: 30 }, () => 'Datei').join(' ');
+  const tooLong = runCli('difformer-generate', [BIN, '--path', ckpt, '--input', '-', '--beam', '1', '--buffer-size', '2', '--max-tokens', '20'], { input: `Drucken\nDatei öffnen\n${long}\n` });
+  assert.equal(tooLong.code, 1);
+  assert.match(tooLong.stderr, /input: sentence 2 has \d+ source tokens/);
+  const skipped = runCli('difformer-generate', [BIN, '--path', ckpt, '--input', '-', '--beam', '1', '--max-len-b', '3', '--buffer-size', '2', '--max-tokens', '20', '--skip-invalid-size-inputs-valid-test'], { input: `Drucken\nDatei öffnen\n${long}\n` });
+  assert.equal(skipped.code, 0, skipped.stderr);
+  assert.deepEqual(skipped.stdout.split('\n').filter((l) => l.startsWith('H-')).map((l) => l.split('\t')[0]), ['H-0', 'H-1']);
   assert.doesNotMatch(g.stdout, /BLEU4/);
   // input as the preprocess reads it: CRLF line ends, a missing file is one user error
   const crlf = runCli('difformer-generate', [BIN, '--path', ckpt, '--input', '-', '--beam', '1', '--max-len-b', '3'], { input: 'Drucken\r\nSpeichern\r\n' });
