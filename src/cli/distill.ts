@@ -272,13 +272,7 @@ function decodeShard(
     if (dataset.srcSize(i) <= maxSourcePositions) ids.push(i);
     else out[i - start] = dataset.tgt ? dict.string(dataset.tgt.get(i)) : '';
   }
-  const batches = dataset.batches(ids, {
-    maxTokens: opts.maxTokens,
-    batchSize: opts.batchSize ?? (opts.maxTokens ? undefined : 128),
-    requiredBatchSizeMultiple: 1,
-    maxSourcePositions: Infinity,
-    maxTargetPositions: Infinity,
-  });
+  const batches = dataset.decodingBatches(ids, opts.maxTokens, opts.batchSize, 128);
   let done = len - ids.length;
   for (const idx of batches) {
     const batch = dataset.collate(idx);

@@ -226,13 +226,7 @@ function decodeAndPrint(
 ): { hyps: string[]; refs: string[]; ntok: number } {
   const { task, generator, genOpts, opts, removeBpe, out } = run;
   const { rawSources, offset } = where;
-  const batches = dataset.batches(indices, {
-    maxTokens: opts.maxTokens,
-    batchSize: opts.batchSize ?? (opts.maxTokens ? undefined : 64),
-    requiredBatchSizeMultiple: 1,
-    maxSourcePositions: Infinity,
-    maxTargetPositions: Infinity,
-  });
+  const batches = dataset.decodingBatches(indices, opts.maxTokens, opts.batchSize, 64);
   const perId: string[][] | undefined = rawSources ? [] : undefined;
   const hyps: string[] = new Array(dataset.length).fill('');
   const refs: string[] = new Array(dataset.length).fill('');

@@ -152,6 +152,12 @@ export class LanguagePairDataset {
     return out;
   }
 
+  /** Batches for decoding (sizes already checked): without --max-tokens, `defaultSentences` each. */
+  decodingBatches(indices: number[], maxTokens: number | undefined, batchSize: number | undefined, defaultSentences: number): number[][] {
+    const limits = { maxTokens, batchSize: batchSize ?? (maxTokens ? undefined : defaultSentences), requiredBatchSizeMultiple: 1 };
+    return this.batches(indices, { ...limits, maxSourcePositions: Infinity, maxTargetPositions: Infinity });
+  }
+
   /** Source tokens of sentence i (EOS-terminated), cut to --max-source-positions under --truncate-source. */
   private source(i: number): Int32Array {
     const s = this.src.get(i);
