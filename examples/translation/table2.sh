@@ -93,16 +93,23 @@ sets=(raw); [ "$DISTILL" = 1 ] && sets+=(kd)
 [[ $JOBS =~ ^[1-9][0-9]*$ ]] || { echo "JOBS must be a positive integer (got '$JOBS')" >&2; exit 1; }
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT # a failure or ^C stops the other trainings too
-spawn() { # at most $JOBS trainings at once; each is waited for by pid, so no failure goes unseen
+# each training leaves NAME.rc with its exit status: `wait PID` cannot be trusted for a job that
+# ended hours before (bash may no longer know the pid: "not a child of this shell")
+spawn() { # at most $JOBS trainings at once
   while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 5; done
-  "$@" &
+  rm -f "$OUT/$2.rc"
+  ( "$@"; echo $? > "$OUT/$2.rc" ) &
   pids+=($!)
 }
+names=()
 for s in "${sets[@]}"; do
   d=$DATA; [ "$s" = kd ] && d=$OUT/distilled
-  for m in $MODELS; do spawn "$m" "${m}_$s" "$d"; done
+  for m in $MODELS; do spawn "$m" "${m}_$s" "$d"; names+=("${m}_$s"); done
 done
-for p in "${pids[@]}"; do wait "$p" || { echo "a training failed (see $OUT/*.log)" >&2; exit 1; }; done
+wait
+for n in "${names[@]}"; do
+  [ "$(cat "$OUT/$n.rc" 2>/dev/null)" = 0 ] || { echo "training $n failed (see $OUT/$n.log)" >&2; exit 1; }
+done
 pids=()
 
 score=sacreBLEU; [ "$METRIC" = rouge ] && score=R-1/R-2/R-L
