@@ -34,23 +34,21 @@ export function checkWritableFile(path: string): void {
 }
 
 export function writeFileAtomic(path: string, text: string): void {
+  atomically(path, (tmp) => writeFileSync(tmp, text));
+}
+
+export function copyFileAtomic(from: string, to: string): void {
+  atomically(to, (tmp) => copyFileSync(from, tmp));
+}
+
+/** Runs `write` on a temporary name beside `path`, then moves it into place. */
+function atomically(path: string, write: (tmp: string) => void): void {
   const tmp = tempPathFor(path);
   try {
-    writeFileSync(tmp, text);
+    write(tmp);
   } catch (e) {
     rmSync(tmp, { force: true });
     throw new DifformerError('DIFFORMER_NOT_WRITABLE', `cannot write ${path}: ${(e as Error).message}`);
   }
   commitTemp(tmp, path);
-}
-
-export function copyFileAtomic(from: string, to: string): void {
-  const tmp = tempPathFor(to);
-  try {
-    copyFileSync(from, tmp);
-  } catch (e) {
-    rmSync(tmp, { force: true });
-    throw new DifformerError('DIFFORMER_NOT_WRITABLE', `cannot write ${to}: ${(e as Error).message}`);
-  }
-  commitTemp(tmp, to);
 }
