@@ -36,8 +36,18 @@ import { DifformerError } from '../src/errors.js';
 import { paddingBias } from '../src/nn/attention.js';
 import { dropout, type ForwardContext } from '../src/nn/dropout.js';
 import { embed, initEmbedding } from '../src/nn/embedding.js';
-import { decoderLayerOptions, initEncoder, runEncoder, transformerEncoderOptions, type EncoderOptions } from '../src/nn/encoder.js';
+import {
+  decoderLayerOptions,
+  disposeEncoderOut,
+  initEncoder,
+  reorderEncoderOut,
+  runEncoder,
+  transformerEncoderOptions,
+  type EncoderOptions,
+  type EncoderOut,
+} from '../src/nn/encoder.js';
 import { initLayerNorm, layerNorm } from '../src/nn/layer_norm.js';
+import { initLengthHead, lengthLogits, lengthTargets, predictLengths } from '../src/nn/length_head.js';
 import { linear } from '../src/nn/linear.js';
 import { normal, ParamStore, tidyObject, type InitStyle, type Rng } from '../src/nn/params.js';
 import { embedPositions, initPositions } from '../src/nn/positions.js';
@@ -45,9 +55,8 @@ import { decoderLayer, initDecoderLayer, type LayerOptions } from '../src/nn/tra
 import { boolFlag, choiceFlag, floatFlag, type OptionTable } from '../src/options.js';
 import type { ModelComponent } from '../src/registry.js';
 import type { ModelDeps } from '../src/train/types.js';
-import { LENGTH_CLASSES, lengthClass, lengthFromClass, untaped } from './difformer.js';
 import { transformerOptionTable } from './transformer_component.js';
-import { disposeEncoderOut, reorderEncoderOut, transformerDefaults, type DictInfo, type EncoderOut, type TransformerOptions } from './transformer.js';
+import { transformerDefaults, type DictInfo, type TransformerOptions } from './transformer.js';
 
 export type { EncoderOut };
 
@@ -217,7 +226,7 @@ export class CmlmModel {
     if (o.decoderNormalizeBefore) initLayerNorm(p, 'decoder.layer_norm', o.decoderEmbedDim);
     if (o.shareDecoderInputOutputEmbed) p.alias('decoder.output_projection.weight', 'decoder.embed_tokens.weight');
     else p.create('decoder.output_projection.weight', [tgt.size, o.decoderEmbedDim], normal(o.applyBertInit ? 0.02 : o.decoderEmbedDim ** -0.5));
-    p.create('decoder.embed_length.weight', [LENGTH_CLASSES, o.encoderEmbedDim], normal(o.applyBertInit ? 0.02 : o.encoderEmbedDim ** -0.5));
+    initLengthHead(p, o.encoderEmbedDim, o.applyBertInit);
   }
 
   private ctx(training: boolean): ForwardContext {
@@ -246,27 +255,14 @@ export class CmlmModel {
     disposeEncoderOut(e);
   }
 
-  /** NAT forward_length (unnormalised): mean over non-pad source positions, then W_len. [B, 256] */
+  /** NAT forward_length (unnormalised). [B, 256] */
   lengthLogits(encOut: EncoderOut): tf.Tensor2D {
-    return tf.tidy(() => {
-      const keep = tf.sub(1, encOut.paddingMask); // [B, S]
-      const sum = tf.sum(tf.mul(encOut.out, tf.expandDims(keep, 2)), 1); // [B, C]
-      let mean = tf.div(sum, tf.expandDims(tf.maximum(tf.sum(keep, 1), 1), 1)) as tf.Tensor2D; // [B, C]
-      if (this.opts.sgLengthPred) {
-        const m = mean;
-        mean = untaped(m, () => tf.clone(m));
-      }
-      return linear(mean, this.params.get('decoder.embed_length.weight') as tf.Tensor2D); // [B, 256]
-    });
+    return lengthLogits(this.params, encOut, this.opts.sgLengthPred);
   }
 
-  /** Predicted target lengths (argmax class mapped back; incl. BOS/EOS), not clamped. */
+  /** Predicted target lengths (BOS/EOS included), not clamped. */
   predictLengths(encOut: EncoderOut): Int32Array {
-    const [clsT, srcT] = tf.tidy(() => [tf.argMax(this.lengthLogits(encOut), 1), tf.sum(tf.sub(1, encOut.paddingMask), 1)]);
-    const cls = clsT!.dataSync() as Int32Array;
-    const srcLens = srcT!.dataSync() as Float32Array;
-    tf.dispose([clsT!, srcT!]);
-    return Int32Array.from(cls, (c, i) => lengthFromClass(c, Math.round(srcLens[i]!), this.opts.predLengthOffset));
+    return predictLengths(this.params, encOut, this.opts.sgLengthPred, this.opts.predLengthOffset);
   }
 
   /** Bidirectional decoder over tokens [B, T] (masked positions hold <unk>) -> features [B, T, C]. */
@@ -316,15 +312,12 @@ export class CmlmModel {
     const unk = this.dicts.tgt.unkIndex;
     const rows: number[] = [];
     for (let i = 0; i < prev.length; i++) if (prev[i] === unk) rows.push(i);
-    const lengthClasses = new Int32Array(bsz);
-    for (let b = 0; b < bsz; b++) {
-      lengthClasses[b] = lengthClass(nonPad(batch.target, b, tgtLen, this.dicts.tgt.padIndex), nonPad(batch.srcTokens, b, srcLen, this.dicts.src.padIndex), this.opts.predLengthOffset);
-    }
     return tidyObject((): NatLossOutputs => {
       const src = tf.tensor2d(batch.srcTokens, [bsz, srcLen], 'int32');
       const encOut = this.encode(src, training);
       const lengthOut = this.lengthLogits(encOut); // [B, 256]
       const h = this.decodeFeatures(encOut, tf.tensor2d(prev, [bsz, tgtLen], 'int32'), training); // [B, T, C]
+      const tgtMask = tf.cast(tf.notEqual(tf.tensor2d(batch.target, [bsz, tgtLen], 'int32'), this.dicts.tgt.padIndex), 'float32') as tf.Tensor2D;
       let out: tf.Tensor2D | null = null;
       let tgt: tf.Tensor1D | null = null;
       if (rows.length > 0) {
@@ -334,7 +327,7 @@ export class CmlmModel {
       }
       return {
         word_ins: { out, tgt, smoothed: true, factor: 1, nllLoss: true },
-        length: { out: lengthOut, tgt: tf.tensor1d(lengthClasses, 'int32'), smoothed: false, factor: this.opts.lengthLossFactor, nllLoss: false },
+        length: { out: lengthOut, tgt: lengthTargets(encOut.paddingMask, tgtMask, this.opts.predLengthOffset), smoothed: false, factor: this.opts.lengthLossFactor, nllLoss: false },
       };
     });
   }
@@ -342,12 +335,6 @@ export class CmlmModel {
   dispose(): void {
     this.params.dispose();
   }
-}
-
-function nonPad(tokens: Int32Array, row: number, width: number, pad: number): number {
-  let n = 0;
-  for (let j = row * width; j < (row + 1) * width; j++) if (tokens[j] !== pad) n++;
-  return n;
 }
 
 export const cmlmModelComponent: ModelComponent<CmlmOptions, CmlmModel, ModelDeps> = {

@@ -37,17 +37,17 @@ import {
 import { paddingBias, projectKeyValue, type KeyValue } from '../src/nn/attention.js';
 import { dropout, type ForwardContext } from '../src/nn/dropout.js';
 import { embed, initEmbedding } from '../src/nn/embedding.js';
-import { initEncoder, layerOptions, runEncoder, type EncoderOptions } from '../src/nn/encoder.js';
+import { disposeEncoderOut, initEncoder, layerOptions, reorderEncoderOut, runEncoder, type EncoderOptions, type EncoderOut } from '../src/nn/encoder.js';
 import { activation, linearInit } from '../src/nn/ffn.js';
 import { initLayerNorm, layerNorm } from '../src/nn/layer_norm.js';
-import { linear, linearNd } from '../src/nn/linear.js';
-import { normal, ParamStore, tidyObject, torchLinearWeight, type InitStyle } from '../src/nn/params.js';
-import { embedPositions, initPositions } from '../src/nn/positions.js';
+import { initLengthHead, lengthLogits, lengthTargets, predictLengths } from '../src/nn/length_head.js';
+import { linearNd } from '../src/nn/linear.js';
+import { normal, ParamStore, tidyObject, torchLinearWeight, untaped, type InitStyle } from '../src/nn/params.js';
+import { embedPositions, initPositions, timestepEmbedding } from '../src/nn/positions.js';
 import { initProjection, project, type ProjectionInit } from '../src/nn/projection.js';
 import { decoderLayer, initDecoderLayer, type LayerOptions } from '../src/nn/transformer_layer.js';
 import type { ModelComponent } from '../src/registry.js';
 import { checkDifformerOptions, difformerDefaults, difformerOptionTable, type DifformerDicts, type DifformerOptions } from './difformer_options.js';
-import { disposeEncoderOut, reorderEncoderOut, type EncoderOut } from './transformer.js';
 
 export * from './difformer_options.js';
 export type { EncoderOut };
@@ -63,58 +63,6 @@ export interface EncoderOutWithCrossKv extends EncoderOut {
 
 function hasCrossKv(e: EncoderOut): e is EncoderOutWithCrossKv {
   return (e as Partial<EncoderOutWithCrossKv>).crossKv !== undefined;
-}
-
-/** Length classes of fairseq's NAT length head. */
-export const LENGTH_CLASSES = 256;
-const LENGTH_OFFSET = 128;
-
-/** The class before clamping: tgt - src + 128 (offset) or tgt; lengths count BOS/EOS. */
-function unclampedLengthClass(tgtLen: number, srcLen: number, offset: boolean): number {
-  return offset ? tgtLen - srcLen + LENGTH_OFFSET : tgtLen;
-}
-
-/** fairseq forward_length_prediction: the class clamped to [0, 255]. */
-export function lengthClass(tgtLen: number, srcLen: number, offset: boolean): number {
-  return Math.min(LENGTH_CLASSES - 1, Math.max(0, unclampedLengthClass(tgtLen, srcLen, offset)));
-}
-
-/** Whether the length head can name this pair's length: its unclamped class lies in [0, 255]. */
-export function lengthClassFits(tgtLen: number, srcLen: number, offset: boolean): boolean {
-  const c = unclampedLengthClass(tgtLen, srcLen, offset);
-  return c >= 0 && c < LENGTH_CLASSES;
-}
-
-/** Inverse of `lengthClass` at inference: class - 128 + src (offset) or class. No clamping. */
-export function lengthFromClass(cls: number, srcLen: number, offset: boolean): number {
-  return offset ? cls - LENGTH_OFFSET + srcLen : cls;
-}
-
-/**
- * improved-diffusion's timestep_embedding: [cos(t f_i) | sin(t f_i)], f_i = exp(-ln(10000) i / half),
- * i < half = floor(dim / 2), a zero column when dim is odd. One row per entry of `t`.
- */
-export function timestepEmbedding(t: ArrayLike<number>, dim: number): Float32Array {
-  const half = Math.floor(dim / 2);
-  const out = new Float32Array(t.length * dim);
-  for (let r = 0; r < t.length; r++) {
-    for (let i = 0; i < half; i++) {
-      const a = t[r]! * Math.exp((-Math.log(10000) * i) / half);
-      out[r * dim + i] = Math.cos(a);
-      out[r * dim + half + i] = Math.sin(a);
-    }
-  }
-  return out;
-}
-
-/**
- * Runs `f` off the gradient tape: ops inside a customGrad forward are not recorded, and the
- * gradient into `anchor` is zero (torch.no_grad / detach for the self-conditioning first pass).
- */
-export function untaped<T extends tf.Tensor>(anchor: tf.Tensor, f: () => T): T {
-  const shape = anchor.shape;
-  const op = tf.customGrad((_a: tf.Tensor | tf.GradSaveFunc) => ({ value: f(), gradFunc: () => [tf.zeros(shape)] }));
-  return op(anchor) as T;
 }
 
 /** What `forward` (one training step's network part) returns; the criterion turns it into losses. */
@@ -207,7 +155,7 @@ export class DifformerModel {
       init: decInit,
     });
     for (let i = 0; i < o.decoderLayers; i++) initDecoderLayer(p, `decoder.layers.${i}`, this.dec, decInit);
-    p.create('decoder.embed_length.weight', [LENGTH_CLASSES, o.modelDim], normal(o.applyBertInit ? 0.02 : o.modelDim ** -0.5));
+    initLengthHead(p, o.modelDim, o.applyBertInit);
     if (o.embedNorm) initLayerNorm(p, 'decoder.embed_norm', o.embedNormBeforeProj ? o.latentDim : o.modelDim, { affine: o.embedNormAffine });
     if (o.selfCond) {
       const d = o.selfCondBeforeProj ? o.latentDim : o.modelDim; // build_ffn(2d, d, d): Linear, act, Linear, Dropout
@@ -259,28 +207,14 @@ export class DifformerModel {
     return { out: tf.clone(e.out), paddingMask: tf.clone(e.paddingMask), crossKv };
   }
 
-  /** NAT forward_length (unnormalised): mean over non-pad source positions, then W_len. [B, 256] */
+  /** NAT forward_length (unnormalised). [B, 256] */
   lengthLogits(encOut: EncoderOut): tf.Tensor2D {
-    return tf.tidy(() => {
-      const keep = tf.sub(1, encOut.paddingMask); // [B, S]
-      const sum = tf.sum(tf.mul(encOut.out, tf.expandDims(keep, 2)), 1); // [B, C]
-      let mean = tf.div(sum, tf.expandDims(tf.maximum(tf.sum(keep, 1), 1), 1)) as tf.Tensor2D; // [B, C]
-      if (this.opts.sgLengthPred) {
-        const m = mean;
-        mean = untaped(m, () => tf.clone(m));
-      }
-      return linear(mean, this.params.get('decoder.embed_length.weight') as tf.Tensor2D); // [B, 256]
-    });
+    return lengthLogits(this.params, encOut, this.opts.sgLengthPred);
   }
 
-  /** Predicted target lengths (argmax class mapped back; incl. BOS/EOS), not clamped. */
+  /** Predicted target lengths (BOS/EOS included), not clamped. */
   predictLengths(encOut: EncoderOut): Int32Array {
-    const clsT = tf.tidy(() => tf.argMax(this.lengthLogits(encOut), 1));
-    const srcT = tf.tidy(() => tf.sum(tf.sub(1, encOut.paddingMask), 1));
-    const cls = clsT.dataSync();
-    const srcLens = srcT.dataSync();
-    tf.dispose([clsT, srcT]);
-    return Int32Array.from(cls, (c, i) => lengthFromClass(c, Math.round(srcLens[i]!), this.opts.predLengthOffset));
+    return predictLengths(this.params, encOut, this.opts.sgLengthPred, this.opts.predLengthOffset);
   }
 
   /** z0 = s·E[tokens] (LN over the latent dims with --embed-norm-before-proj). [B, L] -> [B, L, D] */
@@ -392,10 +326,7 @@ export class DifformerModel {
       const encOut = this.encode(srcTokens, training);
       const lengthLogits = this.lengthLogits(encOut);
       const mask = tf.cast(tf.notEqual(tgtTokens, this.dicts.tgt.padIndex), 'float32') as tf.Tensor2D; // [B, L]
-      const srcLen = tf.sum(tf.sub(1, encOut.paddingMask), 1); // [B]
-      const tgtLen = tf.sum(mask, 1); // [B]
-      const cls = o.predLengthOffset ? tf.add(tf.sub(tgtLen, srcLen), LENGTH_OFFSET) : tgtLen;
-      const lengthTarget = tf.cast(tf.clipByValue(cls, 0, LENGTH_CLASSES - 1), 'int32') as tf.Tensor1D;
+      const lengthTarget = lengthTargets(encOut.paddingMask, mask, o.predLengthOffset);
 
       const z0 = this.embedTarget(tgtTokens); // [B, L, D]
       t = draws.t ?? this.sampleTimesteps(z0.shape[0]);

@@ -339,15 +339,6 @@ export class TransformerModel {
   }
 }
 
-/** Gather encoder outputs by batch indices (e.g. expand each sentence to its beams). */
-export function reorderEncoderOut(encOut: EncoderOut, indices: tf.Tensor1D): EncoderOut {
-  return tidyObject(() => ({ out: tf.gather(encOut.out, indices, 0), paddingMask: tf.gather(encOut.paddingMask, indices, 0) }));
-}
-
-export function disposeEncoderOut(encOut: EncoderOut): void {
-  tf.dispose([encOut.out, encOut.paddingMask]);
-}
-
 export function disposeDecoderState(state: DecoderState): void {
   for (const l of state.layers) if (l.self !== null) tf.dispose([l.self.key, l.self.value]);
   for (const kv of state.cross) tf.dispose([kv.key, kv.value]);

@@ -11,14 +11,13 @@ import type { ModelDeps } from '../src/train/types.js';
 import {
   TransformerModel,
   disposeDecoderState,
-  disposeEncoderOut,
-  reorderEncoderOut,
   transformerArchitectures,
   transformerDefaults,
   type DecoderState,
   type EncoderOut,
   type TransformerOptions,
 } from './transformer.js';
+import { disposeEncoderOut, reorderEncoderOut } from '../src/nn/encoder.js';
 
 export const transformerOptionTable: OptionTable<TransformerOptions> = {
   encoderEmbedDim: intFlag('--encoder-embed-dim', 'encoder embedding dimension', 'N', 1),

@@ -22,7 +22,7 @@ import type { Criterion, TrainableModel } from '../train/types.js';
 import { trainingDefaults, trainingOptionTable } from '../train/trainer_options.js';
 import { registerBuiltins } from './builtins.js';
 import { applyEmbeddingOptions, embeddingInitDefaults, embeddingInitOptionTable } from '../train/init_embeddings.js';
-import { lengthClassFits } from '../../models/difformer.js';
+import { lengthClassFits } from '../nn/length_head.js';
 
 /** Validation by decoding (fairseq's --eval-bleu of the translation task). */
 export interface EvalOptions {

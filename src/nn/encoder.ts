@@ -102,6 +102,15 @@ export interface EncoderOut {
   paddingMask: tf.Tensor2D;
 }
 
+/** Gather encoder outputs by batch indices (e.g. expand each sentence to its beams). */
+export function reorderEncoderOut(encOut: EncoderOut, indices: tf.Tensor1D): EncoderOut {
+  return tidyObject(() => ({ out: tf.gather(encOut.out, indices, 0), paddingMask: tf.gather(encOut.paddingMask, indices, 0) }));
+}
+
+export function disposeEncoderOut(encOut: EncoderOut): void {
+  tf.dispose([encOut.out, encOut.paddingMask]);
+}
+
 export interface EncoderInit {
   /** Positions and layers (and the token table unless `tokens` is given); default 'fairseq'. */
   style?: InitStyle;

@@ -328,3 +328,13 @@ export class ParamStore {
 export function tidyObject<T>(fn: () => T): T {
   return tf.tidy(fn as unknown as () => tf.TensorContainer) as unknown as T;
 }
+
+/**
+ * Runs `f` off the gradient tape: ops inside a customGrad forward are not recorded, and the
+ * gradient into `anchor` is zero (torch.no_grad / detach for the self-conditioning first pass).
+ */
+export function untaped<T extends tf.Tensor>(anchor: tf.Tensor, f: () => T): T {
+  const shape = anchor.shape;
+  const op = tf.customGrad((_a: tf.Tensor | tf.GradSaveFunc) => ({ value: f(), gradFunc: () => [tf.zeros(shape)] }));
+  return op(anchor) as T;
+}

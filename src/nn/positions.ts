@@ -104,3 +104,21 @@ export function embedPositionAt(store: ParamStore, prefix: string, batch: number
     return tf.tile(tf.reshape(row, [1, 1, weights.shape[1]]), [batch, 1, 1]); // [B, 1, C]
   });
 }
+
+/**
+ * improved-diffusion's timestep_embedding (the diffusion decoder's time input, not fairseq's
+ * position table): [cos(t f_i) | sin(t f_i)], f_i = exp(-ln(10000) i / half), i < half =
+ * floor(dim / 2), a zero column when dim is odd. One row per entry of `t`.
+ */
+export function timestepEmbedding(t: ArrayLike<number>, dim: number): Float32Array {
+  const half = Math.floor(dim / 2);
+  const out = new Float32Array(t.length * dim);
+  for (let r = 0; r < t.length; r++) {
+    for (let i = 0; i < half; i++) {
+      const a = t[r]! * Math.exp((-Math.log(10000) * i) / half);
+      out[r * dim + i] = Math.cos(a);
+      out[r * dim + half + i] = Math.sin(a);
+    }
+  }
+  return out;
+}

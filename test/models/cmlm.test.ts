@@ -5,7 +5,7 @@ import { initBackend } from '../../src/backend.js';
 import { DifformerError } from '../../src/errors.js';
 import { Rng } from '../../src/nn/params.js';
 import { CmlmModel, cmlmArchitectures, cmlmModelComponent, injectNoise, resolveCmlmOptions, type CmlmOptions } from '../../models/cmlm.js';
-import { lengthClass } from '../../models/difformer.js';
+import { lengthClass } from '../../src/nn/length_head.js';
 import { gettextPairs, joinedDictionary, makeBatch } from './difformer_fixtures.js';
 import type { Dictionary } from '../../src/data/dictionary.js';
 

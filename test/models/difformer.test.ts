@@ -8,13 +8,9 @@ import {
   DifformerModel,
   difformerArchitectures,
   difformerModelComponent,
-  lengthClass,
-  lengthClassFits,
-  lengthFromClass,
   resolveDifformerOptions,
-  timestepEmbedding,
-  untaped,
 } from '../../models/difformer.js';
+import { lengthClass } from '../../src/nn/length_head.js';
 import { difformerLosses } from '../../criterions/difformer.js';
 import { gettextPairs, joinedDictionary, makeBatch, tinyModel, trainSteps } from './difformer_fixtures.js';
 
@@ -124,16 +120,7 @@ test('parameter names follow the official state dict; shared table; bias-free pr
   same.dispose();
 });
 
-test('length classes: tgt - src + 128 clamped to [0, 255]; the forward computes them from the masks', () => {
-  assert.equal(lengthClass(7, 5, true), 130);
-  assert.equal(lengthClass(3, 9, true), 122);
-  assert.equal(lengthClass(400, 2, true), 255);
-  assert.equal(lengthClass(2, 300, true), 0);
-  assert.equal(lengthClass(7, 5, false), 7);
-  assert.equal(lengthFromClass(130, 5, true), 7);
-  // what the clamp hides: whether the head can name the length at all
-  assert.ok(lengthClassFits(7, 5, true) && lengthClassFits(2, 129, true) && !lengthClassFits(2, 131, true));
-  assert.ok(lengthClassFits(255, 2, false) && !lengthClassFits(256, 2, false) && !lengthClassFits(300, 2, true));
+test('the forward computes the length classes tgt - src + 128 from the masks', () => {
   const model = tinyModel(dict);
   const { src, tgt } = tensors();
   const out = model.forward(src, tgt, false);
@@ -141,13 +128,6 @@ test('length classes: tgt - src + 128 clamped to [0, 255]; the forward computes 
   assert.deepEqual(Array.from(out.lengthTarget.dataSync()), expected);
   tf.dispose([src, tgt, out.z0, out.z0hat, out.mask, out.lengthLogits, out.lengthTarget]);
   model.dispose();
-});
-
-test('time embedding is [cos | sin] with freq exp(-ln(1e4) i / half), cos first', () => {
-  const e = timestepEmbedding([0, 500], 8);
-  assert.deepEqual(Array.from(e.subarray(0, 8)), [1, 1, 1, 1, 0, 0, 0, 0]);
-  assert.ok(Math.abs(e[8]! - Math.cos(500)) < 1e-6);
-  assert.ok(Math.abs(e[8 + 5]! - Math.sin(500 * Math.exp(-Math.log(10000) / 4))) < 1e-6);
 });
 
 test('q_sample: mean sqrt(ab_t) z0 and std F sqrt(1 - ab_t), per sentence', () => {
@@ -174,13 +154,6 @@ test('q_sample: mean sqrt(ab_t) z0 and std F sqrt(1 - ab_t), per sentence', () =
   const f = vpRescaledAlphaBar(alphaBarFn('sqrt'), 4);
   assert.ok(Math.abs(vp.diffusion.alphasCumprod[1000]! - f(1001 / 2000) / f(0)) < 1e-9);
   vp.dispose();
-});
-
-test('untaped: no gradient through the wrapped computation', () => {
-  const x = tf.tensor1d([1, 2, 3]);
-  const g = tf.grad((v: tf.Tensor) => tf.sum(tf.add(untaped(v, () => tf.square(v)), v)))(x);
-  assert.deepEqual(Array.from(g.dataSync()), [1, 1, 1]);
-  tf.dispose([x, g]);
 });
 
 for (const selfCond of [false, true]) {

@@ -5,12 +5,12 @@ import { initBackend } from '../../src/backend.js';
 import { DifformerError } from '../../src/errors.js';
 import {
   disposeDecoderState,
-  disposeEncoderOut,
   resolveTransformerOptions,
   transformerArchitectures,
   TransformerModel,
   type TransformerOptions,
 } from '../../models/transformer.js';
+import { disposeEncoderOut } from '../../src/nn/encoder.js';
 import { labelSmoothedCrossEntropy } from '../../criterions/label_smoothed_cross_entropy.js';
 
 await initBackend({ backend: 'wasm' });

@@ -4,7 +4,7 @@ import * as tf from '@tensorflow/tfjs';
 import { DifformerError } from '../../src/errors.js';
 import { dropout } from '../../src/nn/dropout.js';
 import { initEmbedding } from '../../src/nn/embedding.js';
-import { normal, ParamStore, Rng, xavierUniform, zeros } from '../../src/nn/params.js';
+import { normal, ParamStore, Rng, untaped, xavierUniform, zeros } from '../../src/nn/params.js';
 
 await tf.setBackend('cpu');
 
@@ -87,4 +87,11 @@ test('dropout: identity when not training; seeded masks with inverted scaling wh
   const kept = a.filter((v) => v !== 0);
   assert.ok(kept.every((v) => Math.abs(v - 1 / 0.7) < 1e-6));
   assert.ok(Math.abs(kept.length / 1000 - 0.7) < 0.05);
+});
+
+test('untaped: no gradient through the wrapped computation', () => {
+  const x = tf.tensor1d([1, 2, 3]);
+  const g = tf.grad((v: tf.Tensor) => tf.sum(tf.add(untaped(v, () => tf.square(v)), v)))(x);
+  assert.deepEqual(Array.from(g.dataSync()), [1, 1, 1]);
+  tf.dispose([x, g]);
 });

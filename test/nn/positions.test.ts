@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { ParamStore } from '../../src/nn/params.js';
-import { embedPositionAt, embedPositions, initPositions, makePositions, sinusoidalTable } from '../../src/nn/positions.js';
+import { embedPositionAt, embedPositions, initPositions, makePositions, sinusoidalTable, timestepEmbedding } from '../../src/nn/positions.js';
 
 await tf.setBackend('cpu');
 
@@ -82,4 +82,11 @@ test('learned positions: maxPositions + pad + 1 rows, pad row zero, N(0, d^-0.5)
   const std = Math.sqrt(flat.reduce((a, v) => a + v * v, 0) / flat.length);
   assert.ok(Math.abs(std - 64 ** -0.5) < 0.01, `std ${std}`);
   store.dispose();
+});
+
+test('time embedding is [cos | sin] with freq exp(-ln(1e4) i / half), cos first', () => {
+  const e = timestepEmbedding([0, 500], 8);
+  assert.deepEqual(Array.from(e.subarray(0, 8)), [1, 1, 1, 1, 0, 0, 0, 0]);
+  assert.ok(Math.abs(e[8]! - Math.cos(500)) < 1e-6);
+  assert.ok(Math.abs(e[8 + 5]! - Math.sin(500 * Math.exp(-Math.log(10000) / 4))) < 1e-6);
 });
