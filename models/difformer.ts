@@ -34,6 +34,7 @@ import {
   vpRescaledAlphaBar,
   type Diffusion,
 } from '../src/diffusion/schedule.js';
+import { qSample } from '../src/diffusion/process.js';
 import { paddingBias, projectKeyValue, type KeyValue } from '../src/nn/attention.js';
 import { dropout, type ForwardContext } from '../src/nn/dropout.js';
 import { embed, initEmbedding } from '../src/nn/embedding.js';
@@ -243,12 +244,9 @@ export class DifformerModel {
   /** z_t = sqrt(ab_t) z0 + F sqrt(1 - ab_t) eps, t per sentence; eps from the model's RNG unless given. */
   qSample(z0: tf.Tensor3D, t: Int32Array, noise?: tf.Tensor3D): tf.Tensor3D {
     const [b, l, d] = z0.shape;
-    if (t.length !== b) throw new Error(`qSample: ${t.length} timesteps for a batch of ${b}`);
-    const signal = Float32Array.from(t, (ti) => this.diffusion.sqrtAlphasCumprod[ti]!);
-    const sigma = Float32Array.from(t, (ti) => this.noiseScale * this.diffusion.sqrtOneMinusAlphasCumprod[ti]!);
     return tf.tidy(() => {
       const eps = noise ?? tf.tensor3d(this.params.rng.fillNormal(b * l * d, 0, 1), [b, l, d]);
-      return tf.add(tf.mul(z0, tf.tensor3d(signal, [b, 1, 1])), tf.mul(eps, tf.tensor3d(sigma, [b, 1, 1]))) as tf.Tensor3D;
+      return qSample(this.diffusion, z0, t, eps, this.noiseScale);
     });
   }
 

@@ -27,6 +27,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { Batch } from '../data/language_pair_dataset.js';
 import type { Dictionary } from '../data/dictionary.js';
+import { posteriorSample } from '../diffusion/process.js';
 import { modelTimestep, namedDiffusion, respace, SCHEDULE_NAMES, spaceTimesteps, type Diffusion, type ScheduleName } from '../diffusion/schedule.js';
 import { DifformerError } from '../errors.js';
 import { Rng } from '../nn/params.js';
@@ -291,11 +292,7 @@ export function buildDiffusionGenerator<E>(model: DiffusionModel<E>, deps: Diffu
       if (o.retainIterHistory) steps.push(argmaxRows(z0hat, lengths));
       if (k > o.decodingEarlyStopping) {
         const zPrev = z;
-        const sigma = fDec * Math.exp(0.5 * chain.posteriorLogVarianceClipped[k]!);
-        z = tf.tidy(() => {
-          const mean = tf.add(tf.mul(z0hat, chain.posteriorMeanCoef1[k]!), tf.mul(zPrev, chain.posteriorMeanCoef2[k]!));
-          return tf.add(mean, tf.mul(normal([n, maxLen, d], 1), sigma)) as tf.Tensor3D;
-        });
+        z = tf.tidy(() => posteriorSample(chain, k, z0hat, zPrev, normal([n, maxLen, d], 1), fDec));
         zPrev.dispose();
       }
       prev?.dispose();
