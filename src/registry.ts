@@ -99,28 +99,26 @@ export function getArchitecture<O extends object = object, M = unknown, D = unkn
   return { model: lookup(models, 'model', '--arch', a.model) as unknown as ModelComponent<O, M, D>, preset: a.preset as Partial<O> };
 }
 
-export function getModel<O extends object = object, M = unknown, D = unknown>(name: string): ModelComponent<O, M, D> {
-  return lookup(models, 'model', '--arch', name) as unknown as ModelComponent<O, M, D>;
-}
-
 export function knownNames(): { tasks: string[]; models: string[]; architectures: string[]; criterions: string[] } {
   const sorted = (m: Map<string, unknown>) => [...m.keys()].sort();
   return { tasks: sorted(tasks), models: sorted(models), architectures: sorted(architectures), criterions: sorted(criterions) };
 }
 
-/** For tests: forget everything, built-ins included. */
+/** Absolute paths of the plugins loaded so far: loading one twice registers nothing twice. */
+const loadedUserDirs = new Set<string>();
+
+/** For tests: forget everything, built-ins and loaded --user-dir plugins included. */
 export function resetRegistry(): void {
   tasks.clear();
   models.clear();
   architectures.clear();
   criterions.clear();
+  loadedUserDirs.clear();
 }
 
 /** The functions a `--user-dir` plugin receives (so it need not import this package by path). */
 export const pluginApi = { registerTask, registerModel, registerArchitecture, registerCriterion };
 export type PluginApi = typeof pluginApi;
-
-const loadedUserDirs = new Set<string>();
 
 /**
  * Loads a user plugin: DIR/index.js (or index.mjs, or DIR itself if it is a file). The module

@@ -55,6 +55,18 @@ test('--user-dir loads a plugin that registers a model, an architecture and a cr
   await assert.rejects(loadUserDir(join(FIXTURES, 'no-such-plugin')), isCode('DIFFORMER_USER_DIR'));
 });
 
+test('resetRegistry forgets built-ins and plugins alike: both register again afterwards', async () => {
+  registerBuiltins();
+  await loadUserDir(join(FIXTURES, 'plugin'));
+  resetRegistry();
+  assert.deepEqual(knownNames().tasks, []);
+  assert.throws(() => getCriterion('my_loss'), /unknown criterion/);
+  registerBuiltins();
+  await loadUserDir(join(FIXTURES, 'plugin'));
+  assert.deepEqual(knownNames().tasks, ['summarization', 'translation']);
+  assert.equal(getCriterion('my_loss').name, 'my_loss');
+});
+
 test('--user-dir: a plugin whose register() throws is named in one user error', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'plugin-'));
   try {

@@ -2,7 +2,7 @@
  * Registers the built-in tasks, models (with their named architectures) and criterions.
  * Explicit imports, no folder scanning: the registry lists exactly what is here.
  */
-import { registerArchitecture, registerCriterion, registerModel, registerTask } from '../registry.js';
+import { knownNames, registerArchitecture, registerCriterion, registerModel, registerTask } from '../registry.js';
 import { labelSmoothedCrossEntropyComponent } from '../../criterions/label_smoothed_cross_entropy.js';
 import { transformerArchitectures, transformerComponent } from '../../models/transformer_component.js';
 import { difformerArchitectures, difformerModelComponent } from '../../models/difformer.js';
@@ -13,11 +13,9 @@ import { diffLmArchitectures } from '../../models/diff_lm.js';
 import { summarizationTask } from '../../tasks/summarization.js';
 import { translationTask } from '../../tasks/translation.js';
 
-let done = false;
-
+/** Registers the built-ins unless the registry already has them (after resetRegistry it has not). */
 export function registerBuiltins(): void {
-  if (done) return;
-  done = true;
+  if (knownNames().tasks.includes(translationTask.name)) return;
   registerTask(translationTask);
   registerTask(summarizationTask);
   registerModel(transformerComponent);
