@@ -27,7 +27,8 @@ import { nativeSmoothedXentTerms } from '../src/backend/native_kernels.js';
 import { DifformerError } from '../src/errors.js';
 import { boolFlag, floatFlag, type OptionTable } from '../src/options.js';
 import type { CriterionComponent } from '../src/registry.js';
-import type { Criterion, CriterionOutput as CriterionOutputT, LogSums, TrainableModel } from '../src/train/types.js';
+import { tidyObject } from '../src/nn/params.js';
+import type { Criterion, CriterionOutput, LogSums, TrainableModel } from '../src/train/types.js';
 
 export interface LabelSmoothedCrossEntropyOptions {
   /** fairseq --label-smoothing: epsilon, 0 means plain cross-entropy. */
@@ -127,7 +128,8 @@ export interface LoggingOutput {
   sample_size: number;
 }
 
-export interface CriterionOutput {
+/** The summed loss terms of a batch and what fairseq logs beside them. */
+export interface LabelSmoothedResult {
   /** Summed loss; the trainer divides gradients by sampleSize (fairseq's multiply_grads). */
   loss: tf.Scalar;
   nllLoss: tf.Scalar;
@@ -139,7 +141,6 @@ export interface CriterionOutput {
 /**
  * The criterion's forward over a batch: logits [B, T, V], target [B, T] int32 (padded with
  * `padIndex`). `ntokens` (non-pad target tokens) is read from the target when not given.
- * Inside `optimizer.minimize`, tf.keep `nllLoss` if it is needed afterwards.
  */
 export function labelSmoothedCrossEntropy(
   logits: tf.Tensor3D,
@@ -147,7 +148,7 @@ export function labelSmoothedCrossEntropy(
   opts: LabelSmoothedCrossEntropyOptions,
   padIndex: number,
   ntokens?: number,
-): CriterionOutput {
+): LabelSmoothedResult {
   const [b, t, v] = logits.shape;
   const { loss, nllLoss } = tf.tidy(() =>
     labelSmoothedNllLoss(tf.reshape(logits, [b * t, v]), tf.reshape(target, [b * t]), opts.labelSmoothing, padIndex), // [B*T, V]
@@ -161,12 +162,6 @@ function countNonPad(target: tf.Tensor2D, padIndex: number): number {
   let n = 0;
   for (let i = 0; i < data.length; i++) if (data[i] !== padIndex) n++;
   return n;
-}
-
-/** Read the scalars of a criterion output into a logging record. */
-export async function loggingOutput(out: CriterionOutput): Promise<LoggingOutput> {
-  const [loss, nll] = await Promise.all([out.loss.data(), out.nllLoss.data()]);
-  return { loss: loss[0]!, nll_loss: nll[0]!, ntokens: out.ntokens, nsentences: out.nsentences, sample_size: out.sampleSize };
 }
 
 export interface ReducedMetrics {
@@ -212,15 +207,15 @@ export function buildLabelSmoothedCrossEntropy(opts: LabelSmoothedCrossEntropyOp
         throw new DifformerError('DIFFORMER_BAD_OPTION', '--criterion label_smoothed_cross_entropy trains autoregressive models (--arch transformer*); pick the criterion of your model');
       }
     },
-    forward(model, batch, training) {
-      return tf.tidy(() => {
+    forward(model, batch, training): CriterionOutput {
+      return tidyObject(() => {
         const src = tf.tensor2d(batch.srcTokens, [batch.bsz, batch.srcLen], 'int32');
         const prev = tf.tensor2d(batch.prevOutputTokens, [batch.bsz, batch.tgtLen], 'int32');
         const tgt = tf.tensor2d(batch.target, [batch.bsz, batch.tgtLen], 'int32');
         const logits = model.forward(src, prev, training);
         const out = labelSmoothedCrossEntropy(logits, tgt, opts, model.dicts.tgt.padIndex, batch.ntokens);
         return { loss: out.loss, sampleSize: out.sampleSize, logging: { loss: out.loss, nll_loss: out.nllLoss } };
-      }) as unknown as CriterionOutputT;
+      });
     },
     reduce(logs: LogSums) {
       const r = reduceMetrics([{ loss: logs.values.loss ?? 0, nll_loss: logs.values.nll_loss ?? 0, ntokens: logs.ntokens, nsentences: logs.nsentences, sample_size: logs.sampleSize }]);

@@ -1,7 +1,7 @@
 /**
  * The plugin registry (after fairseq's register_task / register_model /
  * register_model_architecture / register_criterion). Built-ins are registered explicitly by
- * `src/builtins.ts`; a `--user-dir` plugin registers more through the same functions. This is
+ * `src/cli/builtins.ts`; a `--user-dir` plugin registers more through the same functions. This is
  * the one deliberate global, resettable in tests. Duplicates, architectures of unknown models and
  * unknown lookups throw, listing the known names.
  */

@@ -1,7 +1,7 @@
 /**
  * The `translation` and `summarization` tasks (fairseq's tasks/translation.py): load the
  * dictionaries and splits of a data-bin made by difformer-preprocess (or fairseq-preprocess).
- * Summarization is translation with other default languages (src -> tgt) and ROUGE as its metric.
+ * Summarization (tasks/summarization.ts) is the same loading with ROUGE as its metric.
  * Languages are inferred from the data-bin's file names when not given.
  */
 import { existsSync, readdirSync } from 'node:fs';

@@ -34,8 +34,6 @@ import {
   type OptionTable,
 } from '../options.js';
 import { createProgress } from '../progress.js';
-import type { CheckpointMeta } from '../train/checkpoint.js';
-import type { TrainableModel } from '../train/types.js';
 import type { TranslationTask } from '../../tasks/translation.js';
 import { buildGenerator, resolveGeneratorOptions, type AllGenerationOptions } from '../generate/index.js';
 import type { SequenceGenerator } from '../generate/generator.js';
@@ -131,18 +129,6 @@ function prepareShards(dir: string, manifest: Manifest, nShards: number, shardLe
   return done;
 }
 
-interface Teacher {
-  meta: CheckpointMeta;
-  model: TrainableModel;
-  task: TranslationTask;
-}
-
-/** The checkpoint's task on DATA (dictionaries checked) and its model with the weights. */
-async function loadTeacher(path: string, data: string, seed: number): Promise<Teacher> {
-  const { ckpt, model, task } = await loadCheckpointModel(path, data, seed);
-  return { meta: ckpt.meta, model, task };
-}
-
 export interface DistillResult {
   sentences: number;
   shards: number;
@@ -170,17 +156,17 @@ export async function runDistill(data: string, parsed: Record<string, unknown>):
 
   // 1. teacher, task and the split to distill
   await startBackend(common);
-  const teacher = await loadTeacher(opts.path, data, common.seed);
-  const { task, model } = teacher;
+  const { ckpt, model, task } = await loadCheckpointModel(opts.path, data, common.seed);
+  const teacher = ckpt.meta;
   const [src, tgt] = [task.sourceLang, task.targetLang];
   const dataset = task.loadDataset(opts.genSubset);
   const n = dataset.length;
   const genOpts = resolveGeneratorOptions(parsed);
-  const generator = buildGenerator(teacher.meta.config.model.name, model, { task, extra: [], options: genOpts, seed: common.seed });
-  log.info({ teacher: opts.path, arch: teacher.meta.config.model.arch, subset: opts.genSubset, sentences: n, beam: generator.beamLabel }, `distilling ${n} ${opts.genSubset} sentences with ${opts.path} (${teacher.meta.config.model.arch}, beam ${generator.beamLabel})`);
+  const generator = buildGenerator(teacher.config.model.name, model, { task, extra: [], options: genOpts, seed: common.seed });
+  log.info({ teacher: opts.path, arch: teacher.config.model.arch, subset: opts.genSubset, sentences: n, beam: generator.beamLabel }, `distilling ${n} ${opts.genSubset} sentences with ${opts.path} (${teacher.config.model.arch}, beam ${generator.beamLabel})`);
 
   // sources the teacher has no positions for (it was trained without --truncate-source)
-  const maxSrc = Math.min(task.opts.maxSourcePositions, modelPositionLimits(teacher.meta.config.model.options).maxSourcePositions);
+  const maxSrc = Math.min(task.opts.maxSourcePositions, modelPositionLimits(teacher.config.model.options).maxSourcePositions);
   // and pairs over --max-tokens, which batching would drop unseen (batches hold max(source, target))
   let tooLong = 0;
   const maxTokens = opts.maxTokens ?? Infinity;
@@ -199,7 +185,7 @@ export async function runDistill(data: string, parsed: Record<string, unknown>):
   const shardStart = (k: number) => k * opts.shardSize;
   const shardLen = (k: number) => Math.min(n, (k + 1) * opts.shardSize) - shardStart(k);
   const manifest: Manifest = {
-    teacher: { file: basename(opts.path), numUpdates: teacher.meta.progress.numUpdates, arch: teacher.meta.config.model.arch },
+    teacher: { file: basename(opts.path), numUpdates: teacher.progress.numUpdates, arch: teacher.config.model.arch },
     subset: opts.genSubset,
     sentences: n,
     dictionaries: { src: task.srcDict.hash(), tgt: task.tgtDict.hash() },
@@ -236,7 +222,7 @@ export async function runDistill(data: string, parsed: Record<string, unknown>):
   const sps = decoded / Math.max(decodeSeconds, 1e-6);
   const logLines = [
     `${new Date().toISOString()} | distill ${JSON.stringify({ data, ...opts, generation: genOpts, seed: common.seed })}`,
-    `teacher ${opts.path}: ${teacher.meta.config.model.arch}, ${teacher.meta.progress.numUpdates} updates, epoch ${teacher.meta.progress.epoch}`,
+    `teacher ${opts.path}: ${teacher.config.model.arch}, ${teacher.progress.numUpdates} updates, epoch ${teacher.progress.epoch}`,
     `[${src}] Dictionary: ${task.srcDict.size} types (copied)`,
     `[${tgt}] Dictionary: ${task.tgtDict.size} types (copied)`,
     `[${tgt}] ${opts.genSubset}: ${n} sents, ${stats.tokens} tokens, ${((100 * stats.unk) / Math.max(1, stats.tokens)).toFixed(3)}% replaced by <unk> (distilled)`,

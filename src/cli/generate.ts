@@ -35,7 +35,6 @@ import { createProgress } from '../progress.js';
 import type { TranslationTask } from '../../tasks/translation.js';
 import { buildGenerator, resolveGeneratorOptions } from '../generate/index.js';
 import type { SequenceGenerator, Hypothesis } from '../generate/generator.js';
-import type { DiffusionGenerator } from '../generate/diffusion_sampler.js';
 import { decodingCommand, loadCheckpointModel, modelPositionLimits, startBackend, type LoadedModel } from './shared.js';
 import { postProcess } from '../data/post_process.js';
 import { buildReferenceScorer, isReferenceScorer } from '../generate/reference_scorer.js';
@@ -112,9 +111,7 @@ export function buildGenerateCommand(argv: string[]): Promise<Command> {
   );
 }
 
-type Loaded = LoadedModel;
-
-function loadModel(path: string, data: string, parsed: Record<string, unknown>, seed: number): Promise<Loaded> {
+function loadModel(path: string, data: string, parsed: Record<string, unknown>, seed: number): Promise<LoadedModel> {
   const overrides: Record<string, unknown> = {};
   if (parsed.sourceLang) overrides.sourceLang = parsed.sourceLang;
   if (parsed.targetLang) overrides.targetLang = parsed.targetLang;
@@ -139,7 +136,7 @@ export async function runGenerate(data: string, parsed: Record<string, unknown>)
   // 1-2. backend, checkpoint, task, model
   await startBackend(common);
   const main = await loadModel(mainPath!, data, parsed, common.seed);
-  const extra: Loaded[] = [];
+  const extra: LoadedModel[] = [];
   for (const p of extraPaths) extra.push(await loadModel(p, data, parsed, common.seed));
   const { task, model, ckpt } = main;
   const genOpts = resolveGeneratorOptions(parsed);
@@ -236,8 +233,7 @@ function decodeAndPrint(
   let ntok = 0;
   for (const idx of batches) {
     const batch: Batch = dataset.collate(idx);
-    const withHistory = genOpts.retainIterHistory && 'generateWithHistory' in generator;
-    const full = withHistory ? (generator as DiffusionGenerator).generateWithHistory(batch) : { hypos: generator.generate(batch), history: undefined };
+    const full = genOpts.retainIterHistory && generator.generateWithHistory ? generator.generateWithHistory(batch) : { hypos: generator.generate(batch), history: undefined };
     const result = full.hypos;
     for (let b = 0; b < batch.bsz; b++) {
       const i = batch.ids[b]!;

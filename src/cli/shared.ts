@@ -1,6 +1,6 @@
 /**
  * Helpers the compute subcommands share: the first pass over argv, backend start-up, the
- * dependencies a model is built with, and fairseq's subword post-processing.
+ * decoding subcommands' common start, model position limits and loading a checkpoint's model.
  */
 import { Command } from 'commander';
 import { getLogger } from '../log.js';

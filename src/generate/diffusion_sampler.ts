@@ -17,7 +17,7 @@
  * visited step (the z_{E-1} sample it would draw is discarded, so it is not drawn here).
  * z_K and every eps come from an Rng seeded with `deps.seed` (one stream per generator, so the
  * same seed and batches give the same output). Candidate selection and the hypothesis format
- * are in ./diffusion_select.ts.
+ * are in ./candidates.ts.
  *
  * Divergences from the official code: lengths are also clamped to the model's
  * --max-target-positions (the official code has no upper clamp and would fail on the position
@@ -34,7 +34,9 @@ import { Rng } from '../nn/params.js';
 import { boolFlag, choiceFlag, floatFlag, intFlag, type OptionTable } from '../options.js';
 import {
   arRerankScores,
+  bestIndex,
   bleuMbrScores,
+  candidateLengths,
   CANDIDATE_SELECTIONS,
   decodeInSentenceBlocks,
   hypothesesBySentence,
@@ -42,10 +44,9 @@ import {
   type ArScorer,
   type CandidateSelection,
   type RawCandidate,
-} from './diffusion_select.js';
+} from './candidates.js';
 import { postProcess } from '../data/post_process.js';
-import type { SequenceGenerator } from './generator.js';
-import type { Hypothesis } from './sequence_generator.js';
+import type { GenerationWithHistory, SequenceGenerator } from './generator.js';
 
 export type { ArScorer, CandidateSelection };
 
@@ -163,15 +164,9 @@ export interface DiffusionGeneratorDeps {
   maxCandidateTokens?: number;
 }
 
-export interface DiffusionGenerationResult {
-  /** Per sentence (batch order), all b1·b2 candidates best first. */
-  hypos: Hypothesis[][];
-  /** With retainIterHistory: per sentence, per network call (decoding order), the chosen candidate's tokens. */
-  history: Int32Array[][] | undefined;
-}
-
+/** History rows: one per network call (decoding order), the chosen candidate's argmax tokens. */
 export interface DiffusionGenerator extends SequenceGenerator {
-  generateWithHistory(batch: Batch): DiffusionGenerationResult;
+  generateWithHistory(batch: Batch): GenerationWithHistory;
 }
 
 function checkOptions(o: DiffusionGenerationOptions, T: number, reranker: ArScorer | undefined): void {
@@ -189,23 +184,6 @@ function checkOptions(o: DiffusionGenerationOptions, T: number, reranker: ArScor
   if (o.candidateSelection === 'ar-rerank' && reranker === undefined) {
     bad('--candidate-selection ar-rerank needs an autoregressive reranker with the same dictionary: pass --path difformer.pt:transformer.pt');
   }
-}
-
-/**
- * Candidate lengths, sentence-major, then length offset, then noise draw:
- * max(max(L*_i, 2) + l - floor(b1/2), 2), capped at maxLen.
- */
-export function candidateLengths(predicted: ArrayLike<number>, b1: number, b2: number, maxLen = Infinity): Int32Array {
-  const out = new Int32Array(predicted.length * b1 * b2);
-  let k = 0;
-  for (let i = 0; i < predicted.length; i++) {
-    const base = Math.max(predicted[i]!, 2);
-    for (let l = 0; l < b1; l++) {
-      const len = Math.min(Math.max(base + l - Math.floor(b1 / 2), 2), maxLen);
-      for (let n = 0; n < b2; n++) out[k++] = len;
-    }
-  }
-  return out;
 }
 
 /** Builds the diffusion generator; beamLabel = b1·b2. */
@@ -252,7 +230,7 @@ export function buildDiffusionGenerator<E>(model: DiffusionModel<E>, deps: Diffu
     return Array.from(lengths, (len, c) => data.slice(c * width, c * width + len));
   }
 
-  function generateWithHistory(batch: Batch): DiffusionGenerationResult {
+  function generateWithHistory(batch: Batch): GenerationWithHistory {
     const bsz = batch.bsz;
     const src = tf.tensor2d(batch.srcTokens, [bsz, batch.srcLen], 'int32');
     const first = model.encode(src, false);
@@ -349,7 +327,7 @@ export function buildDiffusionGenerator<E>(model: DiffusionModel<E>, deps: Diffu
    * only the noise draws differ from one big pass (as with another --batch-size); the output is
    * still determined by --seed and --batch-size.
    */
-  function generateInBlocks(batch: Batch): DiffusionGenerationResult {
+  function generateInBlocks(batch: Batch): GenerationWithHistory {
     const perSentence = b * (batch.srcLen + o.lengthBeamSize + 8); // predicted lengths sit near the source length
     return decodeInSentenceBlocks(batch, perSentence, deps.maxCandidateTokens ?? MAX_CANDIDATE_TOKENS, generateWithHistory);
   }
@@ -363,9 +341,3 @@ export function buildDiffusionGenerator<E>(model: DiffusionModel<E>, deps: Diffu
 
 /** Positions (candidates x length) one denoiser pass may hold. */
 const MAX_CANDIDATE_TOKENS = 24576;
-
-function bestIndex(scores: readonly number[]): number {
-  let best = 0;
-  for (let i = 1; i < scores.length; i++) if (scores[i]! > scores[best]!) best = i;
-  return best;
-}

@@ -1,7 +1,7 @@
 /**
  * Generators turn a batch into hypotheses; one per model family (fairseq's task.build_generator):
- * autoregressive beam search here; the diffusion sampler and mask-predict register their own.
- * A model component names its generator family; the generate CLI looks the builder up here.
+ * autoregressive beam search here, the diffusion sampler and mask-predict in their own files.
+ * A model names its generator family; `buildGenerator` (index.ts) picks the builder by it.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { Batch } from '../data/language_pair_dataset.js';
@@ -17,6 +17,15 @@ export interface SequenceGenerator {
   readonly beamLabel: number;
   /** Hypotheses per sentence of the batch (batch order), best first. */
   generate(batch: Batch): Hypothesis[][];
+  /** Iterative decoders (--retain-iter-history): the hypotheses and each step's chosen tokens. */
+  generateWithHistory?(batch: Batch): GenerationWithHistory;
+}
+
+export interface GenerationWithHistory {
+  /** Per sentence (batch order), all candidates best first. */
+  hypos: Hypothesis[][];
+  /** With retainIterHistory: per sentence, the chosen candidate's tokens at each step, in decoding order. */
+  history: Int32Array[][] | undefined;
 }
 
 /** fairseq's generation flags shared by every generator. */

@@ -36,10 +36,8 @@ import type { Batch } from '../data/language_pair_dataset.js';
 import type { Dictionary } from '../data/dictionary.js';
 import { DifformerError } from '../errors.js';
 import { boolFlag, floatFlag, intFlag, type OptionTable } from '../options.js';
-import { candidateLengths } from './diffusion_sampler.js';
-import { arRerankScores, decodeInSentenceBlocks, hypothesesBySentence, toHypothesisTokens, type ArScorer, type RawCandidate } from './diffusion_select.js';
-import type { SequenceGenerator } from './generator.js';
-import type { Hypothesis } from './sequence_generator.js';
+import { arRerankScores, bestIndex, candidateLengths, decodeInSentenceBlocks, hypothesesBySentence, toHypothesisTokens, type ArScorer, type RawCandidate } from './candidates.js';
+import type { GenerationWithHistory, SequenceGenerator } from './generator.js';
 
 export interface MaskPredictGenerationOptions {
   /** M: M + 1 decoder passes at most. */
@@ -99,15 +97,9 @@ export interface MaskPredictGeneratorDeps {
   beamLabel?: number;
 }
 
-export interface MaskPredictResult {
-  /** Per sentence (batch order), all length candidates, best first. */
-  hypos: Hypothesis[][];
-  /** With retainIterHistory: per sentence, the chosen candidate's rows (initial, then after each prediction and re-masking). */
-  history: Int32Array[][] | undefined;
-}
-
+/** History rows: the chosen candidate's initial row, then its row after each prediction and re-masking. */
 export interface MaskPredictGenerator extends SequenceGenerator {
-  generateWithHistory(batch: Batch): MaskPredictResult;
+  generateWithHistory(batch: Batch): GenerationWithHistory;
 }
 
 function checkOptions(o: MaskPredictGenerationOptions, reranker: ArScorer | undefined): void {
@@ -143,7 +135,7 @@ export function buildMaskPredictGenerator<E>(model: MaskPredictModel<E>, deps: M
   const { bosIndex: bos, padIndex: pad, eosIndex: eos, unkIndex: unk } = deps.tgtDict;
   const ids = { bos, pad, eos };
 
-  function generateWithHistory(batch: Batch): MaskPredictResult {
+  function generateWithHistory(batch: Batch): GenerationWithHistory {
     const bsz = batch.bsz;
     const n = bsz * beam;
     const src = tf.tensor2d(batch.srcTokens, [bsz, batch.srcLen], 'int32');
@@ -250,14 +242,14 @@ export function buildMaskPredictGenerator<E>(model: MaskPredictModel<E>, deps: M
     const chosen: Int32Array[][] = [];
     for (let i = 0; i < bsz; i++) {
       const s = sel.slice(i * beam, (i + 1) * beam);
-      const best = i * beam + s.indexOf(Math.max(...s));
+      const best = i * beam + bestIndex(s);
       chosen.push(history[best]!.map((r) => toHypothesisTokens({ tokens: r, scores: new Float32Array(r.length), score: 0 }, ids).tokens));
     }
     return { hypos, history: chosen };
   }
 
   /** Sentence blocks whose [N, W, V] logits stay under ~64M elements (no noise: same output as one pass). */
-  function generateInBlocks(batch: Batch): MaskPredictResult {
+  function generateInBlocks(batch: Batch): GenerationWithHistory {
     const perSentence = beam * (batch.srcLen + beam + 8) * deps.tgtDict.size;
     return decodeInSentenceBlocks(batch, perSentence, MAX_LOGIT_ELEMENTS, generateWithHistory);
   }

@@ -26,8 +26,12 @@ export function buildReferenceScorer(model: ReferenceScoringModel, beamLabel: nu
       const src = tf.tensor2d(batch.srcTokens, [n, batch.srcLen], 'int32');
       const prev = tf.tensor2d(batch.prevOutputTokens, [n, l], 'int32');
       const tgt = tf.tensor2d(batch.target, [n, l], 'int32');
-      const lp = model.targetLogProbs(src, prev, tgt);
-      tf.dispose([src, prev, tgt]);
+      let lp: Float32Array;
+      try {
+        lp = model.targetLogProbs(src, prev, tgt);
+      } finally {
+        tf.dispose([src, prev, tgt]);
+      }
       return Array.from({ length: n }, (_, b) => {
         const len = batch.tgtLengths[b]!;
         const positionalScores = lp.slice(b * l, b * l + len);

@@ -7,13 +7,12 @@ import { rotateSources, sourceReliance } from '../../src/metrics/source_reliance
 import { DifformerError } from '../../src/errors.js';
 import {
   buildDiffusionGenerator,
-  candidateLengths,
   diffusionGenerationDefaults,
   diffusionGenerationOptionTable,
   type ArScorer,
   type DiffusionGenerationOptions,
 } from '../../src/generate/diffusion_sampler.js';
-import { bleuMbrScores, rankCandidates, toHypothesisTokens } from '../../src/generate/diffusion_select.js';
+import { bleuMbrScores, candidateLengths, rankCandidates, toHypothesisTokens } from '../../src/generate/candidates.js';
 import { postProcess } from '../../src/data/post_process.js';
 import type { DifformerModel } from '../../models/difformer.js';
 import { gettextPairs, gettextPairsOfTargetLength, joinedDictionary, makeBatch, referenceTokens, tinyModel, trainSteps } from '../models/difformer_fixtures.js';

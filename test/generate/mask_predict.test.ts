@@ -12,7 +12,7 @@ import {
   type MaskPredictModel,
 } from '../../src/generate/mask_predict.js';
 import { diffusionGenerationOptionTable } from '../../src/generate/diffusion_sampler.js';
-import type { ArScorer } from '../../src/generate/diffusion_select.js';
+import type { ArScorer } from '../../src/generate/candidates.js';
 import { CmlmModel, resolveCmlmOptions, type EncoderOut } from '../../models/cmlm.js';
 import { NatLossCriterion } from '../../criterions/nat_loss.js';
 import { AutoregressiveTransformer } from '../../models/transformer_component.js';

@@ -1,5 +1,6 @@
 /**
- * Choosing one of the b1·b2 diffusion candidates of a sentence (official
+ * The candidates of the non-autoregressive generators (diffusion's b1·b2, mask-predict's length
+ * beam): their lengths around the predicted one, choosing one per sentence (official
  * `difformer/generator.py`; reference-brief 1.5), and turning a raw argmax row into a
  * fairseq-style hypothesis.
  *
@@ -30,6 +31,30 @@ export const CANDIDATE_SELECTIONS: readonly CandidateSelection[] = ['model', 'bl
  */
 export interface ArScorer {
   scoreCandidates(srcTokens: tf.Tensor2D, prevTokens: tf.Tensor2D): Float32Array;
+}
+
+/**
+ * Candidate lengths, sentence-major, then length offset, then noise draw:
+ * max(max(L*_i, 2) + l - floor(b1/2), 2), capped at maxLen.
+ */
+export function candidateLengths(predicted: ArrayLike<number>, b1: number, b2: number, maxLen = Infinity): Int32Array {
+  const out = new Int32Array(predicted.length * b1 * b2);
+  let k = 0;
+  for (let i = 0; i < predicted.length; i++) {
+    const base = Math.max(predicted[i]!, 2);
+    for (let l = 0; l < b1; l++) {
+      const len = Math.min(Math.max(base + l - Math.floor(b1 / 2), 2), maxLen);
+      for (let n = 0; n < b2; n++) out[k++] = len;
+    }
+  }
+  return out;
+}
+
+/** Index of the highest score (the first on ties). */
+export function bestIndex(scores: readonly number[]): number {
+  let best = 0;
+  for (let i = 1; i < scores.length; i++) if (scores[i]! > scores[best]!) best = i;
+  return best;
 }
 
 /** The argmax row of one candidate at positions < its length, with its log-probs. */
