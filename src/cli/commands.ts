@@ -11,7 +11,7 @@ import { buildTrainCommand } from './train.js';
 import { scoreDefaults, scoreOptionTable, runScore } from './score.js';
 import { averageDefaults, averageOptionTable, configureAverageCommand, runAverageCheckpoints } from './average_checkpoints.js';
 import { buildDistillCommand } from './distill.js';
-import { addOptions, boolFlag, choiceFlag, readOptions, resolveOptions, type OptionTable } from '../options.js';
+import { addOptions, commonDefaults, commonOptionTable, readOptions, resolveOptions, type OptionTable } from '../options.js';
 
 export interface SubcommandSpec {
   readonly name: string;
@@ -24,11 +24,9 @@ interface BasicOptions {
   debug: boolean;
 }
 
-const basicDefaults: BasicOptions = { logFormat: 'simple', debug: false };
-const basicTable: OptionTable<BasicOptions> = {
-  logFormat: choiceFlag('--log-format', 'log format on stderr', ['simple', 'json', 'none'] as const),
-  debug: boolFlag('--debug', 'print stack traces for errors'),
-};
+const basicDefaults: BasicOptions = { logFormat: commonDefaults.logFormat, debug: commonDefaults.debug };
+// the common table's flags (src/options.ts), for subcommands that take no other common option
+const basicTable: OptionTable<BasicOptions> = { logFormat: commonOptionTable.logFormat, debug: commonOptionTable.debug };
 
 function setupLogging(parsed: Record<string, unknown>): BasicOptions {
   const basic = resolveOptions(basicDefaults, readOptions(basicTable, parsed));

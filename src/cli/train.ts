@@ -9,7 +9,7 @@
 import { Command } from 'commander';
 import { DifformerError } from '../errors.js';
 import { getLogger } from '../log.js';
-import { addOptions, boolFlag, intFlag, readOptions, resolveOptions, commonDefaults, commonOptionTable, type CommonOptions, type OptionTable } from '../options.js';
+import { addOptions, boolFlag, intFlag, readOptions, stringFlag, resolveOptions, commonDefaults, commonOptionTable, type CommonOptions, type OptionTable } from '../options.js';
 import { generatorOptionTables, resolveGeneratorOptions, buildGenerator } from '../generate/index.js';
 import { fairseqBleu, fairseqBleuScore as bleuScore, rougeScores, sacreBleuCorpus } from '../metrics/index.js';
 import { modelPositionLimits, prescan, startBackend, type ModelDeps } from './shared.js';
@@ -45,6 +45,14 @@ export interface ComponentChoice {
   criterion: string;
 }
 
+const componentDefaults: Readonly<ComponentChoice> = Object.freeze({ task: 'translation', arch: 'transformer_tiny', criterion: 'label_smoothed_cross_entropy' });
+// read by the first pass over argv (they decide which other flags exist), shown in --help
+const componentTable: OptionTable<ComponentChoice> = {
+  task: stringFlag('--task', 'task', 'NAME'),
+  arch: { ...stringFlag('--arch', 'model architecture', 'NAME'), short: '-a' },
+  criterion: stringFlag('--criterion', 'training criterion', 'NAME'),
+};
+
 export async function firstPass(argv: string[], defaults: ComponentChoice): Promise<ComponentChoice> {
   const userDir = prescan(argv, ['--user-dir']);
   registerBuiltins();
@@ -57,11 +65,9 @@ export async function firstPass(argv: string[], defaults: ComponentChoice): Prom
 }
 
 export async function buildTrainCommand(argv: string[]): Promise<Command> {
-  const choice = await firstPass(argv, { task: 'translation', arch: 'transformer_tiny', criterion: 'label_smoothed_cross_entropy' });
+  const choice = await firstPass(argv, componentDefaults);
   const cmd = new Command('train').description('train a model on a data-bin (fairseq-train)').argument('<data>', 'data-bin directory made by difformer-preprocess');
-  cmd.option('--task <NAME>', `task (default: translation)`);
-  cmd.option('-a, --arch <NAME>', 'model architecture (default: transformer_tiny)');
-  cmd.option('--criterion <NAME>', 'training criterion (default: label_smoothed_cross_entropy)');
+  addOptions(cmd, componentTable, componentDefaults);
   addOptions(cmd, commonOptionTable, commonDefaults);
   addOptions(cmd, trainingOptionTable, trainingDefaults);
   addOptions(cmd, evalOptionTable, evalDefaults);
@@ -96,7 +102,7 @@ function safeComponents(choice: ComponentChoice) {
 export async function runTrain(data: string, choice: ComponentChoice, parsed: Record<string, unknown>): Promise<void> {
   const log = getLogger();
   const common: CommonOptions = resolveOptions(commonDefaults, readOptions(commonOptionTable, parsed));
-  const training = resolveOptions(trainingDefaults, readOptions(trainingOptionTable, parsed));
+  const training = resolveOptions(trainingDefaults, { seed: common.seed }, readOptions(trainingOptionTable, parsed));
 
   // 1. components (unknown names fail here, listing the known ones), seed and backend
   const taskC = getTask<object, TranslationTask>(choice.task);

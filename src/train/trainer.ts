@@ -121,6 +121,14 @@ function emptySums(): LogSums {
   return { values: {}, sampleSize: 0, ntokens: 0, nsentences: 0 };
 }
 
+/** Adds `b`'s sums into `a`. */
+function mergeSums(a: LogSums, b: LogSums): void {
+  for (const [k, v] of Object.entries(b.values)) a.values[k] = (a.values[k] ?? 0) + v;
+  a.sampleSize += b.sampleSize;
+  a.ntokens += b.ntokens;
+  a.nsentences += b.nsentences;
+}
+
 function addSums(a: LogSums, values: Record<string, number>, sampleSize: number, batch: Batch): void {
   for (const [k, v] of Object.entries(values)) a.values[k] = (a.values[k] ?? 0) + v;
   a.sampleSize += sampleSize;
@@ -372,6 +380,21 @@ export class Trainer<M extends TrainableModel> {
 
   // ---- the loop ------------------------------------------------------------------------------
 
+  /** Why training stops after this update ('' = it goes on): fairseq's checks, in its order. */
+  private stopAfterUpdate(lr: number, maxUpdate: number, stopSeconds: number): string {
+    const o = this.opts;
+    const p = this.progress;
+    if (p.numUpdates >= maxUpdate) return `reached --max-update ${o.maxUpdate}`;
+    if (this.trainWallSeconds() >= stopSeconds) return `reached --stop-time-hours ${o.stopTimeHours}`;
+    if (lr < o.minLr && p.numUpdates > o.warmupUpdates) return `learning rate ${lr} fell below --min-lr ${o.minLr}`;
+    return this.patienceExhausted();
+  }
+
+  private patienceExhausted(): string {
+    const o = this.opts;
+    return o.patience > 0 && this.progress.sinceBest >= o.patience ? `no improvement of ${o.bestCheckpointMetric} in the last ${o.patience} validations (--patience)` : '';
+  }
+
   async train(): Promise<TrainSummary> {
     const o = this.opts;
     const log = this.deps.log;
@@ -402,12 +425,8 @@ export class Trainer<M extends TrainableModel> {
         const r = this.step(group);
         p.iterationsInEpoch += group.length;
         lr = r.lr;
-        for (const s of [interval, epochSums]) {
-          for (const [k, v] of Object.entries(r.sums.values)) s.values[k] = (s.values[k] ?? 0) + v;
-          s.sampleSize += r.sums.sampleSize;
-          s.ntokens += r.sums.ntokens;
-          s.nsentences += r.sums.nsentences;
-        }
+        mergeSums(interval, r.sums);
+        mergeSums(epochSums, r.sums);
         gnormSum += r.gnorm;
         intervalUpdates += 1;
         const reduced = this.deps.criterion.reduce(r.sums);
@@ -440,22 +459,8 @@ export class Trainer<M extends TrainableModel> {
         const validateNow = canValidate && ((o.validateIntervalUpdates > 0 && p.numUpdates % o.validateIntervalUpdates === 0) || (atUpdateInterval && !epochDone));
         if (validateNow) this.recordValidation(await this.validate());
         if (atUpdateInterval && !epochDone) this.save();
-        if (p.numUpdates >= maxUpdate) {
-          stopped = `reached --max-update ${o.maxUpdate}`;
-          break;
-        }
-        if (this.trainWallSeconds() >= stopSeconds) {
-          stopped = `reached --stop-time-hours ${o.stopTimeHours}`;
-          break;
-        }
-        if (lr < o.minLr && p.numUpdates > o.warmupUpdates) {
-          stopped = `learning rate ${lr} fell below --min-lr ${o.minLr}`;
-          break;
-        }
-        if (o.patience > 0 && p.sinceBest >= o.patience) {
-          stopped = `no improvement of ${o.bestCheckpointMetric} in the last ${o.patience} validations (--patience)`;
-          break;
-        }
+        stopped = this.stopAfterUpdate(lr, maxUpdate, stopSeconds);
+        if (stopped) break;
       }
       bar.stop();
       if (p.iterationsInEpoch >= order.length) {
@@ -463,9 +468,7 @@ export class Trainer<M extends TrainableModel> {
         const secs = this.trainWallSeconds();
         log.info({ epoch: finished, ...formatStats('train_', { ...this.deps.criterion.reduce(epochSums), num_updates: p.numUpdates, lr, wall: secs }) }, `end of epoch ${finished}`);
         if (canValidate && finished % o.validateInterval === 0) this.recordValidation(await this.validate());
-        if (!stopped && o.patience > 0 && p.sinceBest >= o.patience) {
-          stopped = `no improvement of ${o.bestCheckpointMetric} in the last ${o.patience} validations (--patience)`;
-        }
+        if (!stopped) stopped = this.patienceExhausted();
         if (!stopped && finished >= maxEpoch) stopped = `reached --max-epoch ${o.maxEpoch}`;
         // saved progress points at the start of the next epoch, so resuming does not redo this one
         p.epoch = finished + 1;

@@ -67,7 +67,7 @@ export const trainingOptionTable: OptionTable<TrainingOptions> = {
   maxUpdate: intFlag('--max-update', 'stop after N updates (0 = no limit)', 'N', 0),
   maxEpoch: intFlag('--max-epoch', 'stop after N epochs (0 = no limit)', 'N', 0),
   stopTimeHours: floatFlag('--stop-time-hours', 'stop after this much cumulative training time, summed over resumes (0 = no limit)'),
-  seed: intFlag('--seed', 'random seed (initialisation, dropout, noise, batch order)'),
+  seed: null, // the common --seed (src/options.ts): train passes it in
   saveDir: stringFlag('--save-dir', 'where checkpoints go', 'DIR'),
   saveInterval: intFlag('--save-interval', 'save a checkpoint every N epochs', 'N', 1),
   saveIntervalUpdates: intFlag('--save-interval-updates', 'save a checkpoint (and validate) every N updates (0 = off)', 'N', 0),
