@@ -226,10 +226,11 @@ export async function runPreprocess(opts: PreprocessOptions): Promise<Preprocess
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
   const cleanup = () => rmSync(tmp, { recursive: true, force: true });
-  process.once('SIGINT', () => {
+  const onInterrupt = (): void => {
     cleanup();
     process.exit(130);
-  });
+  };
+  process.once('SIGINT', onInterrupt); // removed again below: a library caller may preprocess many times
   try {
     // 2. SentencePiece: learn or load, then encode every split
     if (opts.spmVocabSize > 0 || opts.spmModel) {
@@ -362,6 +363,7 @@ export async function runPreprocess(opts: PreprocessOptions): Promise<Preprocess
     log.info({ destdir: opts.destdir, seconds: result.seconds }, `wrote preprocessed data to ${opts.destdir}`);
     return result;
   } finally {
+    process.removeListener('SIGINT', onInterrupt);
     cleanup();
   }
 }
