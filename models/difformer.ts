@@ -244,6 +244,7 @@ export class DifformerModel {
   /** z_t = sqrt(ab_t) z0 + F sqrt(1 - ab_t) eps, t per sentence; eps from the model's RNG unless given. */
   qSample(z0: tf.Tensor3D, t: Int32Array, noise?: tf.Tensor3D): tf.Tensor3D {
     const [b, l, d] = z0.shape;
+    if (t.length !== b) throw new Error(`qSample: ${t.length} timesteps for a batch of ${b}`); // before any draw
     return tf.tidy(() => {
       const eps = noise ?? tf.tensor3d(this.params.rng.fillNormal(b * l * d, 0, 1), [b, l, d]);
       return qSample(this.diffusion, z0, t, eps, this.noiseScale);

@@ -237,7 +237,7 @@ export class TransformerModel {
     return { training, rng: this.params.rng };
   }
 
-  /** srcTokens [B, S] int32, right- or left-padded. The caller disposes the result (`disposeEncoderOut`). */
+  /** srcTokens [B, S] int32, right- or left-padded. The caller disposes the result (src/nn/encoder.ts `disposeEncoderOut`). */
   encode(srcTokens: tf.Tensor2D, training: boolean): EncoderOut {
     return runEncoder(this.params, this.enc, srcTokens, this.dicts.src.padIndex, this.ctx(training), this.encScale);
   }

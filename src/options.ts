@@ -203,7 +203,7 @@ export const commonOptionTable: OptionTable<CommonOptions> = {
   wasmThreads: boolFlag('--wasm-threads', 'experimental: multi-threaded wasm under Node'),
   logFormat: choiceFlag('--log-format', 'log format on stderr', ['simple', 'json', 'none'] as const),
   userDir: optionalStringFlag('--user-dir', 'directory with a plugin (index.js) that registers tasks, models, criterions', 'DIR'),
-  seed: intFlag('--seed', 'random seed (initialisation, dropout, noise, batch order, decoding noise)'),
+  seed: intFlag('--seed', 'random seed (training: initialisation, dropout, noise, batch order; decoding: noise)'),
   debug: boolFlag('--debug', 'print stack traces for errors'),
 };
 

@@ -107,7 +107,10 @@ export function knownNames(): { tasks: string[]; models: string[]; architectures
 /** Absolute paths of the plugins loaded so far: loading one twice registers nothing twice. */
 const loadedUserDirs = new Set<string>();
 
-/** For tests: forget everything, built-ins and loaded --user-dir plugins included. */
+/**
+ * For tests: forget everything, built-ins and loaded --user-dir plugins included. A plugin that
+ * registers as a side effect of its import does not register again (Node caches the module).
+ */
 export function resetRegistry(): void {
   tasks.clear();
   models.clear();

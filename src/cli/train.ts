@@ -57,11 +57,11 @@ export async function firstPass(argv: string[], defaults: ComponentChoice): Prom
   const userDir = prescan(argv, ['--user-dir']);
   registerBuiltins();
   if (userDir) await loadUserDir(userDir);
-  return {
-    task: prescan(argv, ['--task']) ?? defaults.task,
-    arch: prescan(argv, ['--arch', '-a']) ?? defaults.arch,
-    criterion: prescan(argv, ['--criterion']) ?? defaults.criterion,
+  const given = (k: keyof ComponentChoice): string | undefined => {
+    const spec = componentTable[k]!; // all three are flags
+    return prescan(argv, spec.short ? [spec.flag, spec.short] : [spec.flag]);
   };
+  return { task: given('task') ?? defaults.task, arch: given('arch') ?? defaults.arch, criterion: given('criterion') ?? defaults.criterion };
 }
 
 export async function buildTrainCommand(argv: string[]): Promise<Command> {

@@ -331,7 +331,8 @@ export function tidyObject<T>(fn: () => T): T {
 
 /**
  * Runs `f` off the gradient tape: ops inside a customGrad forward are not recorded, and the
- * gradient into `anchor` is zero (torch.no_grad / detach for the self-conditioning first pass).
+ * gradient into `anchor` is zero (torch.no_grad / detach: the self-conditioning first pass,
+ * --sg-length-pred).
  */
 export function untaped<T extends tf.Tensor>(anchor: tf.Tensor, f: () => T): T {
   const shape = anchor.shape;
