@@ -10,6 +10,7 @@ import { resolve, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { DifformerError } from './errors.js';
 import type { OptionTable } from './options.js';
+import type { Task } from './task.js';
 
 /** What every registered component declares: its options, once, with their defaults. */
 export interface Component<O extends object> {
@@ -19,8 +20,8 @@ export interface Component<O extends object> {
   readonly defaults: Readonly<O>;
 }
 
-/** A task builds itself from its options (dictionaries, datasets); see tasks/. */
-export interface TaskComponent<O extends object, T = unknown> extends Component<O> {
+/** A task builds itself from its options (dictionaries, datasets); see src/task.ts and tasks/. */
+export interface TaskComponent<O extends object, T extends Task = Task> extends Component<O> {
   setup(opts: O, dataDir: string): Promise<T>;
 }
 
@@ -63,7 +64,7 @@ function lookup<V>(map: Map<string, V>, kind: string, flag: string, name: string
   return v;
 }
 
-export function registerTask<O extends object, T>(c: TaskComponent<O, T>): void {
+export function registerTask<O extends object, T extends Task>(c: TaskComponent<O, T>): void {
   addUnique(tasks, 'task', c.name, c as unknown as AnyTask);
 }
 
@@ -83,8 +84,8 @@ export function registerCriterion<O extends object, C>(c: CriterionComponent<O, 
   addUnique(criterions, 'criterion', c.name, c as unknown as AnyCriterion);
 }
 
-export function getTask<O extends object = object, T = unknown>(name: string): TaskComponent<O, T> {
-  return lookup(tasks, 'task', '--task', name) as unknown as TaskComponent<O, T>;
+export function getTask(name: string): TaskComponent<object> {
+  return lookup(tasks, 'task', '--task', name);
 }
 
 export function getCriterion<O extends object = object, C = unknown>(name: string): CriterionComponent<O, C> {

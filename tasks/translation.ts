@@ -13,6 +13,9 @@ import { readTextFile } from '../src/data/text.js';
 import { DifformerError } from '../src/errors.js';
 import { boolFlag, intFlag, optionalStringFlag, type OptionTable } from '../src/options.js';
 import type { TaskComponent } from '../src/registry.js';
+import type { Task, TaskMetric } from '../src/task.js';
+
+export type { TaskMetric };
 
 export interface TranslationOptions {
   sourceLang: string | undefined;
@@ -43,9 +46,7 @@ export const translationOptionTable: OptionTable<TranslationOptions> = {
   prependBos: null,
 };
 
-export type TaskMetric = 'bleu' | 'rouge';
-
-export class TranslationTask {
+export class TranslationTask implements Task {
   readonly srcDict: Dictionary;
   readonly tgtDict: Dictionary;
   private readonly cache = new Map<string, LanguagePairDataset>();

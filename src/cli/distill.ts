@@ -34,7 +34,7 @@ import {
   type OptionTable,
 } from '../options.js';
 import { createProgress } from '../progress.js';
-import type { TranslationTask } from '../../tasks/translation.js';
+import type { Task } from '../task.js';
 import { buildGenerator, resolveGeneratorOptions, type AllGenerationOptions } from '../generate/index.js';
 import type { SequenceGenerator } from '../generate/generator.js';
 import { decodingCommand, loadCheckpointModel, modelPositionLimits, startBackend } from './shared.js';
@@ -278,7 +278,7 @@ interface AssembleStats {
 }
 
 /** Builds the distilled data-bin in a temporary folder and renames it into place. */
-function assemble(data: string, destdir: string, task: TranslationTask, dataset: LanguagePairDataset, subset: string, nShards: number, shardDir: string): AssembleStats {
+function assemble(data: string, destdir: string, task: Task, dataset: LanguagePairDataset, subset: string, nShards: number, shardDir: string): AssembleStats {
   const [src, tgt] = [task.sourceLang, task.targetLang];
   const tmp = join(destdir, `.distill-tmp-${process.pid}`);
   rmSync(tmp, { recursive: true, force: true });

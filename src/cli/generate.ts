@@ -32,7 +32,7 @@ import {
   type OptionTable,
 } from '../options.js';
 import { createProgress } from '../progress.js';
-import type { TranslationTask } from '../../tasks/translation.js';
+import type { Task } from '../task.js';
 import { buildGenerator, resolveGeneratorOptions } from '../generate/index.js';
 import type { SequenceGenerator, Hypothesis } from '../generate/generator.js';
 import { decodingCommand, loadCheckpointModel, modelPositionLimits, startBackend, type LoadedModel } from './shared.js';
@@ -202,7 +202,7 @@ export async function runGenerate(data: string, parsed: Record<string, unknown>)
 }
 
 interface DecodeRun {
-  task: TranslationTask;
+  task: Task;
   generator: SequenceGenerator;
   genOpts: ReturnType<typeof resolveGeneratorOptions>;
   opts: GenerateOptions;
@@ -304,7 +304,7 @@ function fitting(dataset: LanguagePairDataset, first: number, limits: { maxSourc
 }
 
 /** Raw text -> the data-bin's pieces (its spm.model), or the text itself without one. */
-async function sourceEncoder(task: TranslationTask): Promise<(line: string) => string> {
+async function sourceEncoder(task: Task): Promise<(line: string) => string> {
   if (!task.spmModelPath) return (l) => l;
   const { SentencePieceModel } = await import('../data/spm.js');
   const spm = await SentencePieceModel.load(task.spmModelPath);
@@ -312,7 +312,7 @@ async function sourceEncoder(task: TranslationTask): Promise<(line: string) => s
 }
 
 /** Raw sentences -> an in-memory dataset encoded like the data-bin (spm.model + dictionary). */
-function interactiveDataset(task: TranslationTask, encode: (line: string) => string, lines: string[]): LanguagePairDataset {
+function interactiveDataset(task: Task, encode: (line: string) => string, lines: string[]): LanguagePairDataset {
   const src = new InMemoryDataset(lines.map((l) => task.srcDict.encodeLine(encode(l))));
   return new LanguagePairDataset(src, undefined, task.srcDict, task.tgtDict, task.datasetOptions());
 }

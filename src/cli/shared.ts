@@ -8,7 +8,7 @@ import { addOptions, commonDefaults, commonOptionTable, type OptionTable } from 
 import { getArchitecture, getTask, loadUserDir } from '../registry.js';
 import { checkDictionaries, loadCheckpoint, loadWeights, type LoadedCheckpoint } from '../train/checkpoint.js';
 import type { ModelDeps, TrainableModel } from '../train/types.js';
-import type { TranslationTask } from '../../tasks/translation.js';
+import type { Task } from '../task.js';
 import { generatorOptionTables } from '../generate/index.js';
 import { registerBuiltins } from './builtins.js';
 import type { CommonOptions } from '../options.js';
@@ -84,7 +84,7 @@ export function modelPositionLimits(modelOptions: object): { maxSourcePositions:
 export interface LoadedModel {
   ckpt: LoadedCheckpoint;
   model: TrainableModel;
-  task: TranslationTask;
+  task: Task;
 }
 
 /**
@@ -94,7 +94,7 @@ export interface LoadedModel {
 export async function loadCheckpointModel(path: string, data: string, seed: number, taskOverrides: Record<string, unknown> = {}): Promise<LoadedModel> {
   const ckpt = loadCheckpoint(path);
   const cfg = ckpt.meta.config;
-  const task = await getTask<object, TranslationTask>(cfg.task.name).setup({ ...cfg.task.options, ...taskOverrides }, data);
+  const task = await getTask(cfg.task.name).setup({ ...cfg.task.options, ...taskOverrides }, data);
   checkDictionaries(ckpt, task.srcDict, task.tgtDict);
   const { model: modelC } = getArchitecture<object, TrainableModel, ModelDeps>(cfg.model.arch);
   const model = modelC.build(cfg.model.options, { srcDict: task.srcDict, tgtDict: task.tgtDict, seed });

@@ -17,7 +17,7 @@ import { postProcess } from '../data/post_process.js';
 export type { ModelDeps };
 import type { LanguagePairDataset } from '../data/language_pair_dataset.js';
 import { getArchitecture, getCriterion, getTask, loadUserDir } from '../registry.js';
-import type { TranslationTask } from '../../tasks/translation.js';
+import type { Task } from '../task.js';
 import type { Criterion, TrainableModel } from '../train/types.js';
 import { trainingDefaults, trainingOptionTable } from '../train/trainer_options.js';
 import { registerBuiltins } from './builtins.js';
@@ -105,7 +105,7 @@ export async function runTrain(data: string, choice: ComponentChoice, parsed: Re
   const training = resolveOptions(trainingDefaults, { seed: common.seed }, readOptions(trainingOptionTable, parsed));
 
   // 1. components (unknown names fail here, listing the known ones), seed and backend
-  const taskC = getTask<object, TranslationTask>(choice.task);
+  const taskC = getTask(choice.task);
   const { model: modelC, preset } = getArchitecture<object, TrainableModel, ModelDeps>(choice.arch);
   const critC = getCriterion<object, Criterion>(choice.criterion);
   await startBackend(common);
@@ -212,7 +212,7 @@ function warnLengthClasses(train: LanguagePairDataset, taskOpts: object, modelOp
 export function decodeAndScore(
   model: TrainableModel,
   modelName: string,
-  task: TranslationTask,
+  task: Task,
   valid: LanguagePairDataset,
   opts: EvalOptions,
   parsed: Record<string, unknown>,

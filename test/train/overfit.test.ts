@@ -19,14 +19,14 @@ import { trainingDefaults } from '../../src/train/trainer_options.js';
 import type { Criterion, TrainableModel } from '../../src/train/types.js';
 import { buildGenerator, resolveGeneratorOptions } from '../../src/generate/index.js';
 import type { TransformerOptions } from '../../models/transformer.js';
-import type { TranslationTask } from '../../tasks/translation.js';
+import type { Task } from '../../src/task.js';
 import type { ModelDeps } from '../../src/train/types.js';
 import { FIXTURES, tempDir } from '../helpers.js';
 
 const tmp = tempDir();
 after(() => tmp.cleanup());
 const N = 8;
-let task: TranslationTask;
+let task: Task;
 
 before(async () => {
   await initBackend({ backend: 'wasm' });
@@ -41,7 +41,7 @@ before(async () => {
     writeFileSync(`${raw}.${lang}`, pick.map((i) => lines[i]).join('\n') + '\n');
   }
   await runPreprocess({ ...preprocessDefaults, sourceLang: 'de', targetLang: 'en', trainpref: raw, validpref: raw, testpref: raw, destdir: join(tmp.path, 'bin'), joinedDictionary: true });
-  task = await getTask<object, TranslationTask>('translation').setup({ sourceLang: 'de', targetLang: 'en', maxSourcePositions: 1024, maxTargetPositions: 1024, prependBos: false }, join(tmp.path, 'bin'));
+  task = await getTask('translation').setup({ sourceLang: 'de', targetLang: 'en', maxSourcePositions: 1024, maxTargetPositions: 1024, prependBos: false }, join(tmp.path, 'bin'));
 });
 
 test('a tiny Transformer overfits real pairs, generates them back, and beam 1 equals greedy', async () => {
