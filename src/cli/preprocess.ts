@@ -154,6 +154,63 @@ export async function runPreprocess(opts: PreprocessOptions): Promise<Preprocess
   const src = opts.sourceLang;
   const tgt = opts.targetLang;
   if (!src || !tgt) throw new DifformerError('DIFFORMER_BAD_OPTION', 'both --source-lang and --target-lang are required');
+  checkPreprocessOptions(opts, src, tgt);
+
+  // 1. read and check every split
+  const splits = readSplits(opts, src, tgt);
+  // adding raw text to a SentencePiece data-bin: it must be encoded the same way (text already
+  // encoded outside, e.g. by spm_encode, carries the '\u2581' word marks and is taken as given)
+  const spmPath = join(opts.destdir, 'spm.model');
+  const preEncoded = splits.some((sp) => sp.src.lines.some((l) => l.includes('\u2581')));
+  if (existsSync(spmPath) && !opts.spmModel && opts.tokenizer !== 'wordpiece' && !preEncoded) {
+    throw new DifformerError('DIFFORMER_BAD_OPTION', `${opts.destdir} holds a SentencePiece model: encode the new splits with it (--spm-model ${spmPath}), or use a new --destdir for pre-tokenized text`);
+  }
+
+  const tmp = join(opts.destdir, `.preprocess-tmp-${process.pid}`);
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  const cleanup = () => rmSync(tmp, { recursive: true, force: true });
+  const onInterrupt = (): void => {
+    cleanup();
+    process.exit(130);
+  };
+  process.once('SIGINT', onInterrupt); // removed again below: a library caller may preprocess many times
+  try {
+    // 2. SentencePiece (learn or load, then encode every split) or BERT WordPiece
+    if (opts.spmVocabSize > 0 || opts.spmModel) await encodeWithSentencePiece(opts, splits, tmp);
+    if (opts.tokenizer === 'wordpiece') await encodeWithWordpiece(opts, splits);
+
+    // 3. dictionaries
+    const { srcDict, tgtDict } = buildDictionaries(opts, splits);
+    writeFileSync(join(tmp, `dict.${src}.txt`), srcDict.toText());
+    writeFileSync(join(tmp, `dict.${tgt}.txt`), tgtDict.toText());
+
+    // 4. binarize
+    const logLines: string[] = [`${new Date().toISOString()} | args ${JSON.stringify(opts)}`];
+    logLines.push(`[${src}] Dictionary: ${srcDict.size} types`, `[${tgt}] Dictionary: ${tgtDict.size} types`);
+    const binarized = binarizeSplits(splits, srcDict, tgtDict, { tmp, src, tgt, logLines });
+    const result: PreprocessResult = { destdir: opts.destdir, dictSizes: { src: srcDict.size, tgt: tgtDict.size }, splits: binarized, seconds: 0 };
+    logLines.push(`Wrote preprocessed data to ${opts.destdir}`);
+
+    // move everything into place only now
+    for (const f of readdirSync(tmp)) renameSync(join(tmp, f), join(opts.destdir, f));
+    // a source-only split replaces an earlier one whole: its old references would no longer line up
+    for (const split of splits) {
+      if (!split.tgt) for (const ext of ['bin', 'idx']) rmSync(join(opts.destdir, `${split.name}.${src}-${tgt}.${tgt}.${ext}`), { force: true });
+    }
+    appendFileSync(join(opts.destdir, 'preprocess.log'), `${logLines.join('\n')}\n`);
+    result.seconds = (Date.now() - t0) / 1000;
+    log.info({ destdir: opts.destdir, seconds: result.seconds }, `wrote preprocessed data to ${opts.destdir}`);
+    return result;
+  } finally {
+    process.removeListener('SIGINT', onInterrupt);
+    cleanup();
+  }
+}
+
+/** Everything about the flags and --destdir that can fail before any text is read. */
+function checkPreprocessOptions(opts: PreprocessOptions, src: string, tgt: string): void {
+  const log = getLogger();
   if (opts.onlySource && opts.trainpref) {
     throw new DifformerError('DIFFORMER_BAD_OPTION', '--only-source is for held-out text (--validpref/--testpref): training needs targets');
   }
@@ -200,172 +257,151 @@ export async function runPreprocess(opts: PreprocessOptions): Promise<Preprocess
       throw new DifformerError('DIFFORMER_NOT_WRITABLE', `${spmPath} already exists and differs from --spm-model ${opts.spmModel}: use a new --destdir`);
     }
   }
+}
 
-  // 1. read and check every split
+function readSplits(opts: PreprocessOptions, src: string, tgt: string): Split[] {
+  const log = getLogger();
   const wanted = [
     ...(opts.trainpref ? [{ name: 'train', prefix: opts.trainpref }] : []),
     ...splitPrefixes('valid', opts.validpref),
     ...splitPrefixes('test', opts.testpref),
   ];
-  const splits: Split[] = wanted.map(({ name, prefix }) => {
+  return wanted.map(({ name, prefix }) => {
     const { src: s, tgt: t } = opts.onlySource ? { src: readSource(`${prefix}.${src}`), tgt: undefined } : readParallel(`${prefix}.${src}`, `${prefix}.${tgt}`);
     const blank = blankPairs(s, t);
     if (blank === s.lines.length) throw new DifformerError('DIFFORMER_EMPTY_CORPUS', `empty corpus: every line of ${[s, t].flatMap((c) => (c ? [c.path] : [])).join(' / ')} is blank`);
     if (blank > 0) log.warn({ split: name, blank }, `${name}: ${blank} blank line pairs kept as empty sequences (training skips them; line ids stay aligned)`);
     return { name, prefix, src: s, tgt: t };
   });
+}
 
-  // adding raw text to a SentencePiece data-bin: it must be encoded the same way (text already
-  // encoded outside, e.g. by spm_encode, carries the '\u2581' word marks and is taken as given)
-  const preEncoded = splits.some((sp) => sp.src.lines.some((l) => l.includes('\u2581')));
-  if (existsSync(spmPath) && !opts.spmModel && opts.tokenizer !== 'wordpiece' && !preEncoded) {
-    throw new DifformerError('DIFFORMER_BAD_OPTION', `${opts.destdir} holds a SentencePiece model: encode the new splits with it (--spm-model ${spmPath}), or use a new --destdir for pre-tokenized text`);
+/** Learns (on train, both sides) or loads --spm-model into TMP/spm.model and encodes every split in place. */
+async function encodeWithSentencePiece(opts: PreprocessOptions, splits: Split[], tmp: string): Promise<void> {
+  const log = getLogger();
+  const [src, tgt] = [opts.sourceLang!, opts.targetLang!];
+  const { trainSentencePiece, SentencePieceModel } = await import('../data/spm.js');
+  const modelPath = join(tmp, 'spm.model');
+  if (opts.spmModel) {
+    if (!existsSync(opts.spmModel)) throw new DifformerError('DIFFORMER_FILE_NOT_FOUND', `--spm-model ${opts.spmModel}: file not found`);
+    copyFileSync(opts.spmModel, modelPath);
+  } else {
+    const train = splits.find((s) => s.name === 'train')!;
+    const inputs = [...train.src.lines, ...train.tgt!.lines].filter((l) => l.trim() !== '');
+    const bar = createProgress('learn spm', 100);
+    const res = await trainSentencePiece({
+      inputs,
+      vocabSize: opts.spmVocabSize,
+      modelType: opts.spmModelType,
+      outputPath: modelPath,
+      seed: 1,
+      onProgress: (done: number, total: number) => bar.update(Math.round((100 * done) / Math.max(1, total))),
+    });
+    bar.stop();
+    log.info({ engine: res.engine, seconds: res.seconds, vocabSize: opts.spmVocabSize, type: opts.spmModelType }, `learned SentencePiece model (${res.engine})`);
   }
-
-  const tmp = join(opts.destdir, `.preprocess-tmp-${process.pid}`);
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp, { recursive: true });
-  const cleanup = () => rmSync(tmp, { recursive: true, force: true });
-  const onInterrupt = (): void => {
-    cleanup();
-    process.exit(130);
-  };
-  process.once('SIGINT', onInterrupt); // removed again below: a library caller may preprocess many times
-  try {
-    // 2. SentencePiece: learn or load, then encode every split
-    if (opts.spmVocabSize > 0 || opts.spmModel) {
-      const { trainSentencePiece, SentencePieceModel } = await import('../data/spm.js');
-      const modelPath = join(tmp, 'spm.model');
-      if (opts.spmModel) {
-        if (!existsSync(opts.spmModel)) throw new DifformerError('DIFFORMER_FILE_NOT_FOUND', `--spm-model ${opts.spmModel}: file not found`);
-        copyFileSync(opts.spmModel, modelPath);
-      } else {
-        const train = splits.find((s) => s.name === 'train')!;
-        const inputs = [...train.src.lines, ...train.tgt!.lines].filter((l) => l.trim() !== '');
-        const bar = createProgress('learn spm', 100);
-        const res = await trainSentencePiece({
-          inputs,
-          vocabSize: opts.spmVocabSize,
-          modelType: opts.spmModelType,
-          outputPath: modelPath,
-          seed: 1,
-          onProgress: (done: number, total: number) => bar.update(Math.round((100 * done) / Math.max(1, total))),
-        });
-        bar.stop();
-        log.info({ engine: res.engine, seconds: res.seconds, vocabSize: opts.spmVocabSize, type: opts.spmModelType }, `learned SentencePiece model (${res.engine})`);
-      }
-      const spm = await SentencePieceModel.load(opts.spmModel ?? modelPath); // errors name the user's file, not the temp copy
-      for (const split of splits) {
-        for (const corpus of sides(split)) {
-          const bar = createProgress(`encode ${split.name}.${corpus === split.src ? src : tgt}`, corpus.lines.length);
-          corpus.lines = corpus.lines.map((l, i) => {
-            if ((i & 1023) === 0) bar.update(i);
-            return spm.encodePieces(l).join(' ');
-          });
-          bar.stop();
-        }
-      }
+  const spm = await SentencePieceModel.load(opts.spmModel ?? modelPath); // errors name the user's file, not the temp copy
+  for (const split of splits) {
+    for (const corpus of sides(split)) {
+      const bar = createProgress(`encode ${split.name}.${corpus === split.src ? src : tgt}`, corpus.lines.length);
+      corpus.lines = corpus.lines.map((l, i) => {
+        if ((i & 1023) === 0) bar.update(i);
+        return spm.encodePieces(l).join(' ');
+      });
+      bar.stop();
     }
-
-    // 2b. BERT WordPiece. The dictionary (step 3) is built from these pieces of the training
-    // data, so it holds exactly the vocabulary entries seen in training (the paper's setup).
-    if (opts.tokenizer === 'wordpiece') {
-      const { WordpieceTokenizer, readWordpieceVocab } = await import('../data/wordpiece.js');
-      const vocab = readWordpieceVocab(opts.wordpieceVocab!);
-      const wp = new WordpieceTokenizer(vocab, { lowercase: opts.lowercase, stripAccents: opts.stripAccents, unkToken: '<unk>' });
-      for (const split of splits) {
-        for (const corpus of sides(split)) {
-          const lang = corpus === split.src ? src : tgt;
-          const bar = createProgress(`wordpiece ${split.name}.${lang}`, corpus.lines.length);
-          let unknown = 0; // whole words the vocabulary cannot cover (binarization counts them as given <unk>)
-          corpus.lines = corpus.lines.map((l, i) => {
-            if ((i & 1023) === 0) bar.update(i);
-            const pieces = wp.tokenize(l);
-            for (const p of pieces) if (p === '<unk>') unknown++;
-            return pieces.join(' ');
-          });
-          bar.stop();
-          if (unknown > 0) log.info({ split: split.name, lang, unknownWords: unknown }, `wordpiece ${split.name}.${lang}: ${unknown} words not covered by the vocabulary became <unk>`);
-        }
-      }
-      log.info({ vocab: opts.wordpieceVocab, size: vocab.length, lowercase: opts.lowercase, stripAccents: opts.stripAccents ?? opts.lowercase }, `tokenized with WordPiece (${vocab.length} entries in ${opts.wordpieceVocab})`);
-    }
-
-    // 3. dictionaries
-    const train = splits.find((s) => s.name === 'train');
-    let srcDict: Dictionary;
-    let tgtDict: Dictionary;
-    if (opts.joinedDictionary) {
-      if (opts.srcdict && opts.tgtdict && opts.srcdict !== opts.tgtdict) {
-        throw new DifformerError('DIFFORMER_BAD_OPTION', 'cannot use both --srcdict and --tgtdict with --joined-dictionary');
-      }
-      const given = opts.srcdict ?? opts.tgtdict;
-      srcDict = given ? loadDict(given) : buildDict([[train!.src, train!.tgt!]], opts.thresholdsrc, opts.nwordssrc, opts.paddingFactor);
-      tgtDict = srcDict;
-    } else {
-      srcDict = opts.srcdict ? loadDict(opts.srcdict) : buildDict([[train!.src]], opts.thresholdsrc, opts.nwordssrc, opts.paddingFactor);
-      if (!opts.tgtdict && !train) throw new DifformerError('DIFFORMER_BAD_OPTION', '--tgtdict is required without --trainpref');
-      tgtDict = opts.tgtdict ? loadDict(opts.tgtdict) : buildDict([[train!.tgt!]], opts.thresholdtgt, opts.nwordstgt, opts.paddingFactor);
-    }
-    writeFileSync(join(tmp, `dict.${src}.txt`), srcDict.toText());
-    writeFileSync(join(tmp, `dict.${tgt}.txt`), tgtDict.toText());
-
-    // 4. binarize
-    const logLines: string[] = [`${new Date().toISOString()} | args ${JSON.stringify(opts)}`];
-    logLines.push(`[${src}] Dictionary: ${srcDict.size} types`, `[${tgt}] Dictionary: ${tgtDict.size} types`);
-    const result: PreprocessResult = { destdir: opts.destdir, dictSizes: { src: srcDict.size, tgt: tgtDict.size }, splits: [], seconds: 0 };
-    for (const split of splits) {
-      const stats = { name: split.name, sentences: split.src.lines.length, blank: 0, tokens: { src: 0, tgt: 0 }, unk: { src: 0, tgt: 0 } };
-      stats.blank = blankPairs(split.src, split.tgt);
-      for (const [lang, corpus, dict, side] of [
-        [src, split.src, srcDict, 'src'],
-        [tgt, split.tgt, tgtDict, 'tgt'],
-      ] as const) {
-        if (!corpus) continue;
-        const builder = new IndexedDatasetBuilder(join(tmp, `${split.name}.${src}-${tgt}.${lang}`), dict.size);
-        const bar = createProgress(`binarize ${split.name}.${lang}`, corpus.lines.length);
-        let ntok = 0;
-        let nunk = 0;
-        corpus.lines.forEach((line, i) => {
-          const ids = dict.encodeLine(line);
-          ntok += ids.length;
-          const words = line.trim() === '' ? [] : line.trim().split(/\s+/);
-          for (let k = 0; k < words.length; k++) if (ids[k] === dict.unkIndex && words[k] !== '<unk>') nunk++;
-          builder.add(ids);
-          if ((i & 1023) === 0) bar.update(i);
-        });
-        bar.update(corpus.lines.length);
-        bar.stop();
-        builder.finish();
-        stats.tokens[side] = ntok;
-        stats.unk[side] = nunk;
-        const pct = ntok > 0 ? (100 * nunk) / ntok : 0;
-        logLines.push(`[${lang}] ${corpus.path}: ${corpus.lines.length} sents, ${ntok} tokens, ${pct.toFixed(3)}% replaced by <unk>`);
-        log.info({ split: split.name, lang, sentences: corpus.lines.length, tokens: ntok, unkPct: Number(pct.toFixed(3)) }, `binarized ${split.name}.${lang}`);
-        // a reused dictionary that does not match the text (wrong tokenization or language)
-        if (pct > 5 && split.name !== 'train') {
-          log.warn({ split: split.name, lang, unkPct: Number(pct.toFixed(1)) }, `${split.name}.${lang}: ${pct.toFixed(1)}% of the tokens are <unk>: is the text tokenized as the dictionary's (--spm-model)?`);
-        }
-      }
-      if (stats.blank > 0) logLines.push(`[${split.name}] ${stats.blank} blank line pairs kept as empty sequences`);
-      result.splits.push(stats);
-    }
-    logLines.push(`Wrote preprocessed data to ${opts.destdir}`);
-
-    // move everything into place only now
-    for (const f of readdirSync(tmp)) renameSync(join(tmp, f), join(opts.destdir, f));
-    // a source-only split replaces an earlier one whole: its old references would no longer line up
-    for (const split of splits) {
-      if (!split.tgt) for (const ext of ['bin', 'idx']) rmSync(join(opts.destdir, `${split.name}.${src}-${tgt}.${tgt}.${ext}`), { force: true });
-    }
-    appendFileSync(join(opts.destdir, 'preprocess.log'), `${logLines.join('\n')}\n`);
-    result.seconds = (Date.now() - t0) / 1000;
-    log.info({ destdir: opts.destdir, seconds: result.seconds }, `wrote preprocessed data to ${opts.destdir}`);
-    return result;
-  } finally {
-    process.removeListener('SIGINT', onInterrupt);
-    cleanup();
   }
+}
+
+/**
+ * BERT WordPiece, in place. The dictionary (step 3) is built from these pieces of the training
+ * data, so it holds exactly the vocabulary entries seen in training (the paper's setup).
+ */
+async function encodeWithWordpiece(opts: PreprocessOptions, splits: Split[]): Promise<void> {
+  const log = getLogger();
+  const [src, tgt] = [opts.sourceLang!, opts.targetLang!];
+  const { WordpieceTokenizer, readWordpieceVocab } = await import('../data/wordpiece.js');
+  const vocab = readWordpieceVocab(opts.wordpieceVocab!);
+  const wp = new WordpieceTokenizer(vocab, { lowercase: opts.lowercase, stripAccents: opts.stripAccents, unkToken: '<unk>' });
+  for (const split of splits) {
+    for (const corpus of sides(split)) {
+      const lang = corpus === split.src ? src : tgt;
+      const bar = createProgress(`wordpiece ${split.name}.${lang}`, corpus.lines.length);
+      let unknown = 0; // whole words the vocabulary cannot cover (binarization counts them as given <unk>)
+      corpus.lines = corpus.lines.map((l, i) => {
+        if ((i & 1023) === 0) bar.update(i);
+        const pieces = wp.tokenize(l);
+        for (const p of pieces) if (p === '<unk>') unknown++;
+        return pieces.join(' ');
+      });
+      bar.stop();
+      if (unknown > 0) log.info({ split: split.name, lang, unknownWords: unknown }, `wordpiece ${split.name}.${lang}: ${unknown} words not covered by the vocabulary became <unk>`);
+    }
+  }
+  log.info({ vocab: opts.wordpieceVocab, size: vocab.length, lowercase: opts.lowercase, stripAccents: opts.stripAccents ?? opts.lowercase }, `tokenized with WordPiece (${vocab.length} entries in ${opts.wordpieceVocab})`);
+}
+
+/** Reused (--srcdict/--tgtdict) or built from the training split, joined or per language. */
+function buildDictionaries(opts: PreprocessOptions, splits: Split[]): { srcDict: Dictionary; tgtDict: Dictionary } {
+  const train = splits.find((s) => s.name === 'train');
+  let srcDict: Dictionary;
+  let tgtDict: Dictionary;
+  if (opts.joinedDictionary) {
+    if (opts.srcdict && opts.tgtdict && opts.srcdict !== opts.tgtdict) {
+      throw new DifformerError('DIFFORMER_BAD_OPTION', 'cannot use both --srcdict and --tgtdict with --joined-dictionary');
+    }
+    const given = opts.srcdict ?? opts.tgtdict;
+    srcDict = given ? loadDict(given) : buildDict([[train!.src, train!.tgt!]], opts.thresholdsrc, opts.nwordssrc, opts.paddingFactor);
+    tgtDict = srcDict;
+  } else {
+    srcDict = opts.srcdict ? loadDict(opts.srcdict) : buildDict([[train!.src]], opts.thresholdsrc, opts.nwordssrc, opts.paddingFactor);
+    if (!opts.tgtdict && !train) throw new DifformerError('DIFFORMER_BAD_OPTION', '--tgtdict is required without --trainpref');
+    tgtDict = opts.tgtdict ? loadDict(opts.tgtdict) : buildDict([[train!.tgt!]], opts.thresholdtgt, opts.nwordstgt, opts.paddingFactor);
+  }
+  return { srcDict, tgtDict };
+}
+
+/** Writes each split's .bin/.idx into TMP; returns the statistics and adds preprocess.log lines. */
+function binarizeSplits(splits: Split[], srcDict: Dictionary, tgtDict: Dictionary, where: { tmp: string; src: string; tgt: string; logLines: string[] }): PreprocessResult['splits'] {
+  const log = getLogger();
+  const { tmp, src, tgt, logLines } = where;
+  const out: PreprocessResult['splits'] = [];
+  for (const split of splits) {
+    const stats = { name: split.name, sentences: split.src.lines.length, blank: 0, tokens: { src: 0, tgt: 0 }, unk: { src: 0, tgt: 0 } };
+    stats.blank = blankPairs(split.src, split.tgt);
+    for (const [lang, corpus, dict, side] of [
+      [src, split.src, srcDict, 'src'],
+      [tgt, split.tgt, tgtDict, 'tgt'],
+    ] as const) {
+      if (!corpus) continue;
+      const builder = new IndexedDatasetBuilder(join(tmp, `${split.name}.${src}-${tgt}.${lang}`), dict.size);
+      const bar = createProgress(`binarize ${split.name}.${lang}`, corpus.lines.length);
+      let ntok = 0;
+      let nunk = 0;
+      corpus.lines.forEach((line, i) => {
+        const ids = dict.encodeLine(line);
+        ntok += ids.length;
+        const words = line.trim() === '' ? [] : line.trim().split(/\s+/);
+        for (let k = 0; k < words.length; k++) if (ids[k] === dict.unkIndex && words[k] !== '<unk>') nunk++;
+        builder.add(ids);
+        if ((i & 1023) === 0) bar.update(i);
+      });
+      bar.update(corpus.lines.length);
+      bar.stop();
+      builder.finish();
+      stats.tokens[side] = ntok;
+      stats.unk[side] = nunk;
+      const pct = ntok > 0 ? (100 * nunk) / ntok : 0;
+      logLines.push(`[${lang}] ${corpus.path}: ${corpus.lines.length} sents, ${ntok} tokens, ${pct.toFixed(3)}% replaced by <unk>`);
+      log.info({ split: split.name, lang, sentences: corpus.lines.length, tokens: ntok, unkPct: Number(pct.toFixed(3)) }, `binarized ${split.name}.${lang}`);
+      // a reused dictionary that does not match the text (wrong tokenization or language)
+      if (pct > 5 && split.name !== 'train') {
+        log.warn({ split: split.name, lang, unkPct: Number(pct.toFixed(1)) }, `${split.name}.${lang}: ${pct.toFixed(1)}% of the tokens are <unk>: is the text tokenized as the dictionary's (--spm-model)?`);
+      }
+    }
+    if (stats.blank > 0) logLines.push(`[${split.name}] ${stats.blank} blank line pairs kept as empty sequences`);
+    out.push(stats);
+  }
+  return out;
 }
 
 function sameBytes(a: string, b: string): boolean {
