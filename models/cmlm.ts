@@ -47,7 +47,7 @@ import {
   type EncoderOut,
 } from '../src/nn/encoder.js';
 import { initLayerNorm, layerNorm } from '../src/nn/layer_norm.js';
-import { initLengthHead, lengthLogits, lengthTargets, predictLengths } from '../src/nn/length_head.js';
+import { initLengthHead, lengthClass, lengthLogits, predictLengths } from '../src/nn/length_head.js';
 import { linear } from '../src/nn/linear.js';
 import { normal, ParamStore, tidyObject, type InitStyle, type Rng } from '../src/nn/params.js';
 import { embedPositions, initPositions } from '../src/nn/positions.js';
@@ -312,12 +312,13 @@ export class CmlmModel {
     const unk = this.dicts.tgt.unkIndex;
     const rows: number[] = [];
     for (let i = 0; i < prev.length; i++) if (prev[i] === unk) rows.push(i);
+    // the batch already knows each side's length (BOS/EOS included)
+    const lengthClasses = Int32Array.from(batch.tgtLengths, (t, b) => lengthClass(t, batch.srcLengths[b]!, this.opts.predLengthOffset));
     return tidyObject((): NatLossOutputs => {
       const src = tf.tensor2d(batch.srcTokens, [bsz, srcLen], 'int32');
       const encOut = this.encode(src, training);
       const lengthOut = this.lengthLogits(encOut); // [B, 256]
       const h = this.decodeFeatures(encOut, tf.tensor2d(prev, [bsz, tgtLen], 'int32'), training); // [B, T, C]
-      const tgtMask = tf.cast(tf.notEqual(tf.tensor2d(batch.target, [bsz, tgtLen], 'int32'), this.dicts.tgt.padIndex), 'float32') as tf.Tensor2D;
       let out: tf.Tensor2D | null = null;
       let tgt: tf.Tensor1D | null = null;
       if (rows.length > 0) {
@@ -327,7 +328,7 @@ export class CmlmModel {
       }
       return {
         word_ins: { out, tgt, smoothed: true, factor: 1, nllLoss: true },
-        length: { out: lengthOut, tgt: lengthTargets(encOut.paddingMask, tgtMask, this.opts.predLengthOffset), smoothed: false, factor: this.opts.lengthLossFactor, nllLoss: false },
+        length: { out: lengthOut, tgt: tf.tensor1d(lengthClasses, 'int32'), smoothed: false, factor: this.opts.lengthLossFactor, nllLoss: false },
       };
     });
   }

@@ -10,7 +10,6 @@
  */
 import { Command } from 'commander';
 import { checkWritableFile, writeFileAtomic } from '../atomic.js';
-import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { InMemoryDataset } from '../data/indexed_dataset.js';
 import { readLines } from '../data/text.js';
@@ -318,16 +317,17 @@ function interactiveDataset(task: Task, encode: (line: string) => string, lines:
 }
 
 /**
- * --input in chunks of `size` sentences (fairseq-interactive's --buffer-size); Infinity reads the
- * whole input first, with the corpus reader's checks (UTF-8, CRLF, missing file).
+ * --input in chunks of `size` sentences (fairseq-interactive's --buffer-size). A file, and stdin
+ * read whole (size Infinity), go through the corpus reader once (UTF-8, CRLF, missing file);
+ * only stdin in chunks is streamed, so a person typing gets each chunk back as it is complete.
  */
 async function* inputChunks(input: string, size: number): AsyncGenerator<string[]> {
-  if (size === Infinity) {
-    yield readLines(input).lines;
+  if (input !== '-' || size === Infinity) {
+    const lines = readLines(input).lines;
+    for (let i = 0; i < lines.length; i += size) yield lines.slice(i, i + size);
     return;
   }
-  if (input !== '-') readLines(input); // the same checks up front (a missing file: one clear error)
-  const rl = createInterface({ input: input === '-' ? process.stdin : createReadStream(input), crlfDelay: Infinity });
+  const rl = createInterface({ input: process.stdin, crlfDelay: Infinity });
   let chunk: string[] = [];
   for await (const line of rl) {
     chunk.push(line);

@@ -130,10 +130,7 @@ function mergeSums(a: LogSums, b: LogSums): void {
 }
 
 function addSums(a: LogSums, values: Record<string, number>, sampleSize: number, batch: Batch): void {
-  for (const [k, v] of Object.entries(values)) a.values[k] = (a.values[k] ?? 0) + v;
-  a.sampleSize += sampleSize;
-  a.ntokens += batch.ntokens;
-  a.nsentences += batch.bsz;
+  mergeSums(a, { values, sampleSize, ntokens: batch.ntokens, nsentences: batch.bsz });
 }
 
 export class Trainer<M extends TrainableModel> {
