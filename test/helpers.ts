@@ -1,4 +1,5 @@
 /** Shared test helpers: run the built CLI, make temp dirs, locate fixtures, random data, cpu reference runs. */
+import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -17,7 +18,7 @@ export interface CliResult {
 }
 
 /** Runs `bin/difformer[-sub].js args` (the compiled program: `npm run build` first). */
-export function runCli(bin: string, args: string[], opts: { input?: string; cwd?: string; env?: Record<string, string> } = {}): CliResult {
+export function runCli(bin: string, args: string[], opts: { input?: string | Uint8Array; cwd?: string; env?: Record<string, string> } = {}): CliResult {
   const r = spawnSync(process.execPath, [join(ROOT, 'bin', `${bin}.js`), ...args], {
     cwd: opts.cwd ?? ROOT,
     input: opts.input ?? '',
@@ -26,6 +27,14 @@ export function runCli(bin: string, args: string[], opts: { input?: string; cwd?
     maxBuffer: 64 * 1024 * 1024,
   });
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** A user error: exit 1, one line on stderr naming the program and the problem, no stack trace. */
+export function assertCliError(r: CliResult, bin: string, pattern: RegExp): void {
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, pattern);
+  assert.match(r.stderr, new RegExp(`^${bin}: error: `, 'm'));
+  assert.doesNotMatch(r.stderr, /^\s+at /m, 'no stack trace without --debug');
 }
 
 export function tempDir(prefix = 'difformer-test-'): { path: string; cleanup: () => void } {

@@ -10,9 +10,8 @@
  */
 import { Command } from 'commander';
 import { checkWritableFile, writeFileAtomic } from '../atomic.js';
-import { createInterface } from 'node:readline';
 import { InMemoryDataset } from '../data/indexed_dataset.js';
-import { readLines } from '../data/text.js';
+import { readLines, streamLines } from '../data/text.js';
 import { join } from 'node:path';
 import type { Dictionary } from '../data/dictionary.js';
 import { LanguagePairDataset, type Batch } from '../data/language_pair_dataset.js';
@@ -327,9 +326,8 @@ async function* inputChunks(input: string, size: number): AsyncGenerator<string[
     for (let i = 0; i < lines.length; i += size) yield lines.slice(i, i + size);
     return;
   }
-  const rl = createInterface({ input: process.stdin, crlfDelay: Infinity });
   let chunk: string[] = [];
-  for await (const line of rl) {
+  for await (const line of streamLines(process.stdin)) {
     chunk.push(line);
     if (chunk.length >= size) {
       yield chunk;

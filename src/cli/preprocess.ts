@@ -300,14 +300,21 @@ async function encodeWithSentencePiece(opts: PreprocessOptions, splits: Split[],
     log.info({ engine: res.engine, seconds: res.seconds, vocabSize: opts.spmVocabSize, type: opts.spmModelType }, `learned SentencePiece model (${res.engine})`);
   }
   const spm = await SentencePieceModel.load(opts.spmModel ?? modelPath); // errors name the user's file, not the temp copy
+  encodeSplits(splits, [src, tgt], 'encode', (l) => spm.encodePieces(l));
+}
+
+/** Every side of every split through `encode`, in place, one progress bar per file; `done` after each file. */
+function encodeSplits(splits: Split[], [src, tgt]: [string, string], label: string, encode: (line: string) => string[], done?: (split: string, lang: string) => void): void {
   for (const split of splits) {
     for (const corpus of sides(split)) {
-      const bar = createProgress(`encode ${split.name}.${corpus === split.src ? src : tgt}`, corpus.lines.length);
+      const lang = corpus === split.src ? src : tgt;
+      const bar = createProgress(`${label} ${split.name}.${lang}`, corpus.lines.length);
       corpus.lines = corpus.lines.map((l, i) => {
         if ((i & 1023) === 0) bar.update(i);
-        return spm.encodePieces(l).join(' ');
+        return encode(l).join(' ');
       });
       bar.stop();
+      done?.(split.name, lang);
     }
   }
 }
@@ -322,21 +329,16 @@ async function encodeWithWordpiece(opts: PreprocessOptions, splits: Split[]): Pr
   const { WordpieceTokenizer, readWordpieceVocab } = await import('../data/wordpiece.js');
   const vocab = readWordpieceVocab(opts.wordpieceVocab!);
   const wp = new WordpieceTokenizer(vocab, { lowercase: opts.lowercase, stripAccents: opts.stripAccents, unkToken: '<unk>' });
-  for (const split of splits) {
-    for (const corpus of sides(split)) {
-      const lang = corpus === split.src ? src : tgt;
-      const bar = createProgress(`wordpiece ${split.name}.${lang}`, corpus.lines.length);
-      let unknown = 0; // whole words the vocabulary cannot cover (binarization counts them as given <unk>)
-      corpus.lines = corpus.lines.map((l, i) => {
-        if ((i & 1023) === 0) bar.update(i);
-        const pieces = wp.tokenize(l);
-        for (const p of pieces) if (p === '<unk>') unknown++;
-        return pieces.join(' ');
-      });
-      bar.stop();
-      if (unknown > 0) log.info({ split: split.name, lang, unknownWords: unknown }, `wordpiece ${split.name}.${lang}: ${unknown} words not covered by the vocabulary became <unk>`);
-    }
-  }
+  let unknown = 0; // per file: whole words the vocabulary cannot cover (binarization counts them as given <unk>)
+  const tokenize = (l: string): string[] => {
+    const pieces = wp.tokenize(l);
+    for (const p of pieces) if (p === '<unk>') unknown++;
+    return pieces;
+  };
+  encodeSplits(splits, [src, tgt], 'wordpiece', tokenize, (split, lang) => {
+    if (unknown > 0) log.info({ split, lang, unknownWords: unknown }, `wordpiece ${split}.${lang}: ${unknown} words not covered by the vocabulary became <unk>`);
+    unknown = 0;
+  });
   log.info({ vocab: opts.wordpieceVocab, size: vocab.length, lowercase: opts.lowercase, stripAccents: opts.stripAccents ?? opts.lowercase }, `tokenized with WordPiece (${vocab.length} entries in ${opts.wordpieceVocab})`);
 }
 

@@ -53,7 +53,8 @@ const componentTable: OptionTable<ComponentChoice> = {
   criterion: stringFlag('--criterion', 'training criterion', 'NAME'),
 };
 
-export async function firstPass(argv: string[], defaults: ComponentChoice): Promise<ComponentChoice> {
+/** Loads --user-dir and reads --task/--arch/--criterion before the full parse: they decide which other flags exist. */
+async function firstPass(argv: string[]): Promise<ComponentChoice> {
   const userDir = prescan(argv, ['--user-dir']);
   registerBuiltins();
   if (userDir) await loadUserDir(userDir);
@@ -61,11 +62,11 @@ export async function firstPass(argv: string[], defaults: ComponentChoice): Prom
     const spec = componentTable[k]!; // all three are flags
     return prescan(argv, spec.short ? [spec.flag, spec.short] : [spec.flag]);
   };
-  return { task: given('task') ?? defaults.task, arch: given('arch') ?? defaults.arch, criterion: given('criterion') ?? defaults.criterion };
+  return { task: given('task') ?? componentDefaults.task, arch: given('arch') ?? componentDefaults.arch, criterion: given('criterion') ?? componentDefaults.criterion };
 }
 
 export async function buildTrainCommand(argv: string[]): Promise<Command> {
-  const choice = await firstPass(argv, componentDefaults);
+  const choice = await firstPass(argv);
   const cmd = new Command('train').description('train a model on a data-bin (fairseq-train)').argument('<data>', 'data-bin directory made by difformer-preprocess');
   addOptions(cmd, componentTable, componentDefaults);
   addOptions(cmd, commonOptionTable, commonDefaults);
@@ -111,10 +112,8 @@ export async function runTrain(data: string, choice: ComponentChoice, parsed: Re
   await startBackend(common);
 
   // 2. task: dictionaries and splits
-  const taskOpts = resolveOptions(taskC.defaults, readOptions(taskC.options, parsed));
-  if (modelC.prependBos) Object.assign(taskOpts, { prependBos: true });
   const modelOpts = resolveOptions(modelC.defaults, preset, readOptions(modelC.options, parsed));
-  limitPositions(taskOpts, modelOpts);
+  const taskOpts = limitPositions(resolveOptions(taskC.defaults, readOptions(taskC.options, parsed), modelC.prependBos ? { prependBos: true } : {}), modelOpts);
   const task = await taskC.setup(taskOpts, data);
   const train = task.loadDataset(training.trainSubset);
   // as fairseq, a missing valid split is an error (a typo in --valid-subset must not turn validation off unseen)
@@ -179,12 +178,13 @@ export async function runTrain(data: string, choice: ComponentChoice, parsed: Re
  * sentences than the model has positions for, so an arch with 256 positions and the task's default
  * 1024 skips long pairs instead of failing on them. The limit is stored with the task options.
  */
-function limitPositions(taskOpts: object, modelOpts: object): void {
-  const t = taskOpts as Record<string, unknown>;
+function limitPositions<T extends object>(taskOpts: T, modelOpts: object): T {
+  const t = { ...taskOpts } as Record<string, unknown>;
   const m = modelPositionLimits(modelOpts);
   for (const k of ['maxSourcePositions', 'maxTargetPositions'] as const) {
     if (typeof t[k] === 'number' && m[k] < (t[k] as number)) t[k] = m[k];
   }
+  return t as T;
 }
 
 /**

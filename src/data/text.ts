@@ -54,6 +54,41 @@ function firstBadUtf8Line(buf: Buffer): number {
   return line;
 }
 
+/**
+ * Lines of a byte stream as they arrive (stdin read in chunks), with readLines' rules: split at
+ * LF only, CRLF reads as LF, no extra line after a final newline, and invalid UTF-8 is an error
+ * naming the line (readline would put U+FFFD in its place and go on).
+ */
+export async function* streamLines(stream: AsyncIterable<Uint8Array>, name = 'stdin'): AsyncGenerator<string> {
+  // ignoreBOM: each line is decoded on its own, and only the stream's first may drop a BOM (as readTextFile)
+  const dec = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+  let line = 0;
+  let pending: Uint8Array[] = []; // the unfinished line, joined once its LF arrives (no rescans of a long line)
+  const decode = (parts: Uint8Array[]): string => {
+    line++;
+    let text: string;
+    try {
+      text = dec.decode(parts.length === 1 ? parts[0] : Buffer.concat(parts));
+    } catch {
+      throw new DifformerError('DIFFORMER_INVALID_UTF8', `${name}: invalid UTF-8 at line ${line}`);
+    }
+    if (line === 1 && text.startsWith('\uFEFF')) text = text.slice(1);
+    return text.endsWith('\r') ? text.slice(0, -1) : text;
+  };
+  for await (const chunk of stream) {
+    let from = 0;
+    let nl: number;
+    while ((nl = chunk.indexOf(0x0a, from)) >= 0) {
+      pending.push(chunk.subarray(from, nl));
+      yield decode(pending);
+      pending = [];
+      from = nl + 1;
+    }
+    if (from < chunk.length) pending.push(chunk.subarray(from));
+  }
+  if (pending.length > 0) yield decode(pending);
+}
+
 export interface Corpus {
   path: string;
   lines: string[];

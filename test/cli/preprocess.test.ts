@@ -4,19 +4,13 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { Dictionary } from '../../src/data/dictionary.js';
 import { IndexedDataset } from '../../src/data/indexed_dataset.js';
-import { FIXTURES, runCli, tempDir } from '../helpers.js';
+import { type CliResult, FIXTURES, assertCliError, runCli, tempDir } from '../helpers.js';
 
 const tmp = tempDir();
 after(() => tmp.cleanup());
 const RAW = join(FIXTURES, 'gettext');
 
-/** A user error: exit 1, one line on stderr naming the problem, no stack trace. */
-function assertUserError(r: { code: number; stderr: string }, pattern: RegExp): void {
-  assert.equal(r.code, 1, r.stderr);
-  assert.match(r.stderr, pattern);
-  assert.match(r.stderr, /^difformer-preprocess: error: /m);
-  assert.doesNotMatch(r.stderr, /^\s+at /m, 'no stack trace without --debug');
-}
+const assertUserError = (r: CliResult, pattern: RegExp): void => assertCliError(r, 'difformer-preprocess', pattern);
 
 test('joined SentencePiece data-bin from raw text, as fairseq-preprocess lays it out', () => {
   const dest = join(tmp.path, 'bin-spm');

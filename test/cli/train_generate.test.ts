@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { cpSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { FIXTURES, runCli, tempDir } from '../helpers.js';
+import { FIXTURES, assertCliError, runCli, tempDir } from '../helpers.js';
 import { loadCheckpoint } from '../../src/train/checkpoint.js';
 
 const tmp = tempDir();
@@ -203,6 +203,9 @@ test('interactive: --input - reads raw sentences, encodes them with the data-bin
   const skipped = runCli('difformer-generate', [BIN, '--path', ckpt, '--input', '-', '--beam', '1', '--max-len-b', '3', '--buffer-size', '2', '--max-tokens', '20', '--skip-invalid-size-inputs-valid-test'], { input: `Drucken\nDatei öffnen\n${long}\n` });
   assert.equal(skipped.code, 0, skipped.stderr);
   assert.deepEqual(skipped.stdout.split('\n').filter((l) => l.startsWith('H-')).map((l) => l.split('\t')[0]), ['H-0', 'H-1']);
+  // streamed input is checked as a file is: invalid UTF-8 names the line, no U+FFFD decoded
+  const badBytes = Buffer.concat([Buffer.from('Drucken\nDatei öffnen\nDatei '), Buffer.from([0xf6]), Buffer.from('ffnen\n')]);
+  assertCliError(runCli('difformer-generate', [BIN, '--path', ckpt, '--input', '-', '--beam', '1', '--max-len-b', '3', '--buffer-size', '2'], { input: badBytes }), 'difformer-generate', /stdin: invalid UTF-8 at line 3/);
   assert.doesNotMatch(g.stdout, /BLEU4/);
   // input as the preprocess reads it: CRLF line ends, a missing file is one user error
   const crlf = runCli('difformer-generate', [BIN, '--path', ckpt, '--input', '-', '--beam', '1', '--max-len-b', '3'], { input: 'Drucken\r\nSpeichern\r\n' });
