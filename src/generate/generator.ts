@@ -37,6 +37,8 @@ export interface GenerationOptions {
   maxLenB: number;
   minLen: number;
   unkpen: number;
+  /** fairseq's --no-repeat-ngram-size: beam search never repeats an n-gram within a hypothesis (0 = off). */
+  noRepeatNgramSize: number;
 }
 
 export const generationDefaults: Readonly<GenerationOptions> = Object.freeze({
@@ -47,6 +49,7 @@ export const generationDefaults: Readonly<GenerationOptions> = Object.freeze({
   maxLenB: 200,
   minLen: 1,
   unkpen: 0,
+  noRepeatNgramSize: 0,
 });
 
 export const generationOptionTable: OptionTable<GenerationOptions> = {
@@ -57,6 +60,7 @@ export const generationOptionTable: OptionTable<GenerationOptions> = {
   maxLenB: intFlag('--max-len-b', 'generate sequences of at most a*srclen + b tokens', 'N', 0),
   minLen: intFlag('--min-len', 'minimum generation length', 'N', 0),
   unkpen: floatFlag('--unkpen', 'unknown word penalty (positive: fewer <unk>)'),
+  noRepeatNgramSize: intFlag('--no-repeat-ngram-size', 'autoregressive beam search: no n-gram of this size twice in a hypothesis (0 = off)', 'N', 0),
 };
 
 

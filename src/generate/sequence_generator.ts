@@ -4,8 +4,9 @@
  * per sentence over beam x vocabulary, finalizes candidates that end in EOS among the first k
  * (score normalized by length^lenpen), and keeps the k best others. A sentence is done once it
  * has k finished hypotheses; done sentences leave the batch. Max length is
- * min(a*srclen + b, max positions - 1); EOS is forced there. Scores are natural-log (callers
- * print base 2). Tensor work is batched; only the k*2 candidates per sentence are read back.
+ * min(a*srclen + b, max positions - 1); EOS is forced there. With --no-repeat-ngram-size n, a
+ * token that would complete an n-gram the hypothesis already holds gets -inf (fairseq's
+ * NGramRepeatBlock). Scores are natural-log (callers print base 2). Tensor work is batched; only the k*2 candidates per sentence are read back.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { GenerationOptions } from './generator.js';
@@ -98,6 +99,8 @@ export function beamSearch<E, S>(
       if (step < opts.minLen) mask[ids.eos] = -Infinity;
       if (opts.unkpen !== 0) mask[ids.unk] = -opts.unkpen;
       lp = tf.add(lp, tf.tensor1d(mask)) as tf.Tensor2D;
+      const banned = opts.noRepeatNgramSize > 0 ? repeatedNgramBans(tokens, opts.noRepeatNgramSize, vocabSize) : undefined;
+      if (banned) lp = tf.add(lp, tf.tensor2d(banned, [nRows, vocabSize])) as tf.Tensor2D;
       // rows whose sentence hit its max length may only produce EOS
       if (forceEos.some((f) => f)) {
         // -1e9 rather than -inf so that 0 * penalty stays 0 for the other rows
@@ -189,4 +192,23 @@ function gatherPairs(lp: tf.Tensor2D, pairs: { row: number; tok: number }[]): Fl
   if (pairs.length === 0) return new Float32Array(0);
   const v = lp.shape[1];
   return tf.tidy(() => tf.gather(lp.reshape([-1]), tf.tensor1d(Int32Array.from(pairs, (p) => p.row * v + p.tok), 'int32')).dataSync() as Float32Array);
+}
+
+/**
+ * -inf at (row, token) where `token` would repeat an n-gram of that row's hypothesis: the tokens
+ * that followed each earlier occurrence of its last n - 1 tokens. Undefined when nothing is banned.
+ */
+export function repeatedNgramBans(rows: number[][], n: number, vocabSize: number): Float32Array | undefined {
+  let out: Float32Array | undefined;
+  rows.forEach((t, r) => {
+    const len = t.length;
+    for (let i = 0; i + n <= len; i++) {
+      let match = true;
+      for (let j = 0; j < n - 1 && match; j++) match = t[i + j] === t[len - n + 1 + j];
+      if (!match) continue;
+      out ??= new Float32Array(rows.length * vocabSize);
+      out[r * vocabSize + t[i + n - 1]!] = -Infinity;
+    }
+  });
+  return out;
 }
