@@ -127,6 +127,9 @@ export function addOptions<O>(cmd: Command, table: OptionTable<O>, defaults?: Pa
     if (spec.parse) {
       const parse = spec.parse;
       const opt = new Option(`${long} <${spec.arg ?? 'VALUE'}>`, help).argParser((raw: string) => parse(raw));
+      // a valued flag named --no-... (fairseq's --no-repeat-ngram-size N) is not a negation:
+      // commander would store it as repeatNgramSize, default true
+      opt.negate = false;
       if (spec.choices) opt.choices(spec.choices);
       cmd.addOption(opt);
     } else if (spec.flag.startsWith('--no-')) {

@@ -81,3 +81,14 @@ test("fairseq's negative flags (--no-scale-embedding) read as true only when giv
   assert.deepEqual(run([]), {});
   assert.deepEqual(run(['--no-scale-embedding']), { noScale: true });
 });
+
+test('a valued flag named --no-... (--no-repeat-ngram-size N) reads as its number, not as a negation', () => {
+  const run = (argv: string[]) => {
+    const cmd = new Command('t').exitOverride();
+    addOptions(cmd, generationOptionTable);
+    cmd.parse(argv, { from: 'user' });
+    return readOptions(generationOptionTable, cmd.opts());
+  };
+  assert.deepEqual(run([]), {});
+  assert.deepEqual(run(['--no-repeat-ngram-size', '3', '--beam', '4']), { noRepeatNgramSize: 3, beam: 4 });
+});
