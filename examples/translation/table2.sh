@@ -14,6 +14,9 @@
 #   LATENT=128     latent (embedding) width of Diff-LM and Difformer (the official 128; an OUT
 #                  trained with another width fails to resume: use a new OUT)
 #   TEACHER_BEAM=1 beam of the distillation teacher  SUBSET=valid  N=0 (sentences, 0 = all)
+#   TEACHER_FLAGS= more generation flags for the teacher, e.g. "--no-repeat-ngram-size 3": an
+#                  undertrained teacher's loops ("CD CD CD ...", up to --max-len-b) otherwise
+#                  become distilled targets (4% of debdesc-sum's at 1 hour)
 #   DISTILL=1      0 skips distillation and the distilled rows
 #   JOBS=1         non-autoregressive trainings run side by side (JOBS=2 THREADS=1 on 2 cores:
 #                  every model then gets one core, so equal --stop-time-hours is equal compute)
@@ -85,9 +88,10 @@ row() { # LABEL DATA CKPT FLAGS...
 ar ar "$DATA"
 # distill.log is written last: its presence means a finished distillation (else it resumes)
 if [ "$DISTILL" = 1 ] && [ ! -e "$OUT/distilled/distill.log" ]; then
-  echo "== distill the training set with the AR teacher (beam $TEACHER_BEAM)" >&2
+  echo "== distill the training set with the AR teacher (beam $TEACHER_BEAM${TEACHER_FLAGS:+ $TEACHER_FLAGS})" >&2
+  # shellcheck disable=SC2086  # TEACHER_FLAGS is a list of flags
   node $B/difformer-distill.js "$DATA" --path "$OUT/ar/checkpoint_last.safetensors" --destdir "$OUT/distilled" \
-    --beam "$TEACHER_BEAM" --batch-size 128 --log-format none
+    --beam "$TEACHER_BEAM" --batch-size 128 --log-format none ${TEACHER_FLAGS:-}
 fi
 sets=(raw); [ "$DISTILL" = 1 ] && sets+=(kd)
 [[ $JOBS =~ ^[1-9][0-9]*$ ]] || { echo "JOBS must be a positive integer (got '$JOBS')" >&2; exit 1; }
