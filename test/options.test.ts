@@ -22,12 +22,14 @@ const table: OptionTable<Opts> = {
   internal: null,
 };
 
-function parse(argv: string[]): Partial<Opts> {
+/** The flags of `t` that argv gives, as a subcommand reads them. */
+function parseWith<O>(t: OptionTable<O>, argv: string[], defs?: Partial<O>): Partial<O> {
   const cmd = new Command('t').exitOverride();
-  addOptions(cmd, table, defaults);
+  addOptions(cmd, t, defs);
   cmd.parse(argv, { from: 'user' });
-  return readOptions(table, cmd.opts());
+  return readOptions(t, cmd.opts());
 }
+const parse = (argv: string[]): Partial<Opts> => parseWith(table, argv, defaults);
 
 test('only given flags are read; defaults < architecture < flags', () => {
   assert.deepEqual(parse([]), {});
@@ -56,11 +58,7 @@ test('sizes the tools cannot use are refused where they are declared', () => {
     [trainingOptionTable, '--max-tokens', '-5'],
     [trainingOptionTable, '--max-update', '-1'],
   ];
-  for (const [t, flag, raw] of bad) {
-    const cmd = new Command('t').exitOverride();
-    addOptions(cmd, t);
-    assert.throws(() => readOptions(t, cmd.parse([flag, raw], { from: 'user' }).opts()), new RegExp(`${flag} expects an integer >= \\d, got '${raw}'`));
-  }
+  for (const [t, flag, raw] of bad) assert.throws(() => parseWith(t, [flag, raw]), new RegExp(`${flag} expects an integer >= \\d, got '${raw}'`));
 });
 
 test('a flag declared twice with different kinds is a programming error', () => {
@@ -72,23 +70,13 @@ test('a flag declared twice with different kinds is a programming error', () => 
 
 test("fairseq's negative flags (--no-scale-embedding) read as true only when given", () => {
   const t: OptionTable<{ noScale: boolean }> = { noScale: boolFlag('--no-scale-embedding', 'no scaling') };
-  const run = (argv: string[]) => {
-    const cmd = new Command('t').exitOverride();
-    addOptions(cmd, t);
-    cmd.parse(argv, { from: 'user' });
-    return readOptions(t, cmd.opts());
-  };
+  const run = (argv: string[]) => parseWith(t, argv);
   assert.deepEqual(run([]), {});
   assert.deepEqual(run(['--no-scale-embedding']), { noScale: true });
 });
 
 test('a valued flag named --no-... (--no-repeat-ngram-size N) reads as its number, not as a negation', () => {
-  const run = (argv: string[]) => {
-    const cmd = new Command('t').exitOverride();
-    addOptions(cmd, generationOptionTable);
-    cmd.parse(argv, { from: 'user' });
-    return readOptions(generationOptionTable, cmd.opts());
-  };
+  const run = (argv: string[]) => parseWith(generationOptionTable, argv);
   assert.deepEqual(run([]), {});
   assert.deepEqual(run(['--no-repeat-ngram-size', '3', '--beam', '4']), { noRepeatNgramSize: 3, beam: 4 });
 });

@@ -6,7 +6,8 @@
  * has k finished hypotheses; done sentences leave the batch. Max length is
  * min(a*srclen + b, max positions - 1); EOS is forced there. With --no-repeat-ngram-size n, a
  * token that would complete an n-gram the hypothesis already holds gets -inf (fairseq's
- * NGramRepeatBlock). Scores are natural-log (callers print base 2). Tensor work is batched; only the k*2 candidates per sentence are read back.
+ * NGramRepeatBlock). Scores are natural-log (callers print base 2). Tensor work is batched; only
+ * the k*2 candidates per sentence are read back.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { GenerationOptions } from './generator.js';
